@@ -1,0 +1,309 @@
+"""The relay's wire format, shared by the relay and the client. No I/O.
+
+Relay -> subscriber: one WebSocket text frame per webhook request, the *envelope*, wire-compatible with
+the original nginx + nchan relay (docs/protocol.md)::
+
+    {"headers": {<Feishu's request headers, lower-cased>, "x-app-id": "cli_...",
+                 "x-org-id": "hook" | "org_<name>", "x-request-id": "..."},
+     "body": <the JSON body as Feishu sent it>,
+     "raw_body": "<the exact body text, so signatures can be checked on the bytes Feishu signed>"}
+
+Fields may be added, never removed or renamed: clients of the original protocol read only
+``headers`` and ``body``.
+
+Protocol 2 (new clients that connect with ``?proto=2``) adds JSON control messages:
+
+* relay -> client, first frame: ``{"type": "hello", "protocol": 2, "server": "...", "channels": [...]}``.
+  A client that sees an envelope (no ``type``) first is talking to an original relay (nchan) and must
+  fall back to the original protocol: replies by ``POST /sub/<request_id>``, no acks.
+* client -> relay: ``{"type": "reply", "request_id": "...", "body": {...}}`` answers a request that waits
+  (challenge, card callback); ``{"type": "ack", "request_id": "..."}`` says an event was handled.
+* relay -> client: ``{"type": "error", "request_id": "...", "reason": "..."}`` when a reply or ack was
+  refused (unknown or expired request id, not a subscriber of the request's channel).
+* Either side may send the text ``PING``; the other answers ``PONG`` (nchan's client heartbeat).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .exceptions import ProtocolError
+
+__all__ = [
+    "CHANNEL_RE",
+    "HOOK_ORG_ID",
+    "PING",
+    "PONG",
+    "PROTOCOL_VERSION",
+    "REQUEST_ID_RE",
+    "Ack",
+    "Envelope",
+    "Hello",
+    "Reply",
+    "ServerError",
+    "encode_message",
+    "filter_headers",
+    "is_org_channel",
+    "parse_client_message",
+    "parse_server_message",
+]
+
+PROTOCOL_VERSION = 2
+PING = "PING"
+PONG = "PONG"
+HOOK_ORG_ID = "hook"
+
+#: A channel is an app id (``cli_...``) or an organisation (``org_<name>``). Case-sensitive.
+CHANNEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: Request ids are matched exactly (the original cut them at the first unexpected character).
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+#: Headers never forwarded to subscribers: credentials and hop-by-hop headers.
+_DROPPED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+    }
+)
+
+
+def is_org_channel(name: str) -> bool:
+    """``org_<name>`` channels serve every bot of an organisation and need basic auth."""
+    return name.startswith("org_")
+
+
+def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-case header names and drop credentials and hop-by-hop headers."""
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        lk = key.lower()
+        if lk not in _DROPPED_HEADERS:
+            out[lk] = value
+    return out
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class Envelope:
+    """One webhook request as the relay pushes it to subscribers."""
+
+    headers: dict[str, str]
+    body: Any
+    raw_body: str | None = None
+    #: Fields this version does not know, kept so nothing is lost when re-encoding.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(
+        cls,
+        headers: Mapping[str, str],
+        raw_body: bytes,
+        *,
+        app_id: str,
+        org_id: str,
+        request_id: str,
+    ) -> Envelope:
+        """Build the envelope for a webhook request (relay side).
+
+        Raises:
+            ProtocolError: the body is not UTF-8 JSON.
+        """
+        try:
+            text = raw_body.decode("utf-8")
+            body = json.loads(text)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError("request body is not UTF-8 JSON") from exc
+        hdrs = filter_headers(headers)
+        hdrs["x-app-id"] = app_id
+        hdrs["x-org-id"] = org_id
+        hdrs["x-request-id"] = request_id
+        return cls(headers=hdrs, body=body, raw_body=text)
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get("x-request-id", "")
+
+    @property
+    def app_id(self) -> str:
+        return self.headers.get("x-app-id", "")
+
+    @property
+    def org_id(self) -> str:
+        return self.headers.get("x-org-id", HOOK_ORG_ID)
+
+    @property
+    def has_signature(self) -> bool:
+        return bool(self.headers.get("x-lark-signature"))
+
+    def raw_bytes(self) -> bytes:
+        """The bytes Feishu signed: ``raw_body`` when the relay sent it, else compact re-encoded JSON
+        (what an original relay allows; signatures of bodies with non-ASCII text may then not match)."""
+        if self.raw_body is not None:
+            return self.raw_body.encode("utf-8")
+        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"headers": self.headers, "body": self.body}
+        if self.raw_body is not None:
+            out["raw_body"] = self.raw_body
+        out.update(self.extra)
+        return out
+
+    def to_json(self) -> str:
+        return _dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Envelope:
+        headers = data.get("headers")
+        if not isinstance(headers, Mapping) or "body" not in data:
+            raise ProtocolError("envelope needs 'headers' (object) and 'body'")
+        raw = data.get("raw_body")
+        extra = {k: v for k, v in data.items() if k not in ("headers", "body", "raw_body")}
+        return cls(
+            headers={str(k).lower(): str(v) for k, v in headers.items()},
+            body=data["body"],
+            raw_body=raw if isinstance(raw, str) else None,
+            extra=extra,
+        )
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First frame a protocol-2 relay sends."""
+
+    protocol: int
+    server: str = ""
+    channels: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "protocol": self.protocol,
+            "server": self.server,
+            "channels": list(self.channels),
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A bot's answer to a waiting request (challenge, card callback)."""
+
+    request_id: str
+    body: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "reply", "request_id": self.request_id, "body": self.body}
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A bot says it has handled (or is safely handling) an event."""
+
+    request_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "ack", "request_id": self.request_id}
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """The relay refused a reply or ack."""
+
+    reason: str
+    request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "error", "reason": self.reason}
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
+        return out
+
+
+def encode_message(msg: Hello | Reply | Ack | ServerError | Envelope) -> str:
+    """One WebSocket text frame for ``msg``."""
+    return _dumps(msg.to_dict())
+
+
+def _loads_object(text: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError("frame is not JSON") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return data
+
+
+def _request_id(data: Mapping[str, Any]) -> str:
+    rid = data.get("request_id")
+    if not isinstance(rid, str) or not REQUEST_ID_RE.match(rid):
+        raise ProtocolError("missing or invalid request_id")
+    return rid
+
+
+def parse_client_message(text: str | bytes) -> Reply | Ack | str:
+    """Parse a frame a client sent to the relay.
+
+    Returns:
+        :class:`Reply`, :class:`Ack`, or the string ``PING``/``PONG``.
+
+    Raises:
+        ProtocolError: anything else.
+    """
+    if text in (PING, PONG, PING.encode(), PONG.encode()):
+        return text.decode() if isinstance(text, bytes) else text
+    data = _loads_object(text)
+    kind = data.get("type")
+    if kind == "reply":
+        if "body" not in data:
+            raise ProtocolError("reply needs a 'body'")
+        return Reply(_request_id(data), data["body"])
+    if kind == "ack":
+        return Ack(_request_id(data))
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def parse_server_message(text: str | bytes) -> Envelope | Hello | ServerError | str:
+    """Parse a frame the relay (ours or an original nchan relay) sent to a client.
+
+    Raises:
+        ProtocolError: not a hello, error, envelope, ``PING`` or ``PONG``.
+    """
+    if text in (PING, PONG, PING.encode(), PONG.encode()):
+        return text.decode() if isinstance(text, bytes) else text
+    data = _loads_object(text)
+    kind = data.get("type")
+    if kind is None:
+        return Envelope.from_dict(data)
+    if kind == "hello":
+        proto = data.get("protocol")
+        if not isinstance(proto, int):
+            raise ProtocolError("hello needs an integer 'protocol'")
+        chans = data.get("channels") or []
+        known = {"type", "protocol", "server", "channels"}
+        return Hello(
+            protocol=proto,
+            server=str(data.get("server", "")),
+            channels=tuple(str(c) for c in chans),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+    if kind == "error":
+        rid = data.get("request_id")
+        return ServerError(str(data.get("reason", "")), rid if isinstance(rid, str) else None)
+    raise ProtocolError(f"unknown message type {kind!r}")
