@@ -1,0 +1,88 @@
+"""The asyncio OpenAPI client: drives the flows of :mod:`.core` with ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from .base import BaseOpenAPIClient
+from .core import (
+    DEFAULT_HOST,
+    HTTPRequest,
+    HTTPResponse,
+    NeedToken,
+    OpenAPICore,
+    OpenAPIResponse,
+    Sleep,
+    Step,
+)
+
+__all__ = ["AsyncOpenAPIClient"]
+
+T = TypeVar("T")
+
+
+class AsyncOpenAPIClient(BaseOpenAPIClient[Awaitable[OpenAPIResponse], Awaitable[str]]):
+    """Feishu OpenAPI for one custom app, asyncio. Same methods as :class:`OpenAPIClient`, awaited.
+
+    Use it from one event loop (``httpx.AsyncClient`` and the token ``asyncio.Lock`` belong to it).
+
+    Example::
+
+        async with AsyncOpenAPIClient("cli_xxx", "secret") as api:
+            msg = await api.reply_text("om_xxx", "pong", reply_in_thread=True)
+    """
+
+    def __init__(self, app_id: str, app_secret: str, host: str = DEFAULT_HOST, *,
+                 transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time,
+                 max_retries: int = 3, timeout: float = 10.0) -> None:
+        self._core = OpenAPICore(app_id, app_secret, clock=clock, max_retries=max_retries)
+        self._http = httpx.AsyncClient(base_url=host.rstrip("/"), transport=transport, timeout=timeout)
+        self._token_lock = asyncio.Lock()
+
+    async def _drive(self, flow: Generator[Step, Any, T]) -> T:
+        reply: Any = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(step, HTTPRequest):
+                reply = await self._send(step)
+            elif isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)  # honouring x-ogw-ratelimit-reset (capped in core)
+                reply = None
+            elif isinstance(step, NeedToken):
+                reply = await self._token(step.stale)
+
+    async def _send(self, request: HTTPRequest) -> HTTPResponse:
+        response = await self._http.request(request.method, request.path, json=request.json,
+                                            params=request.params, headers=dict(request.headers))
+        return HTTPResponse(response.status_code, response.headers, response.content)
+
+    async def _token(self, stale: str | None) -> str:
+        async with self._token_lock:  # one fetch for N concurrent callers
+            return await self._drive(self._core.token_flow(stale))
+
+    def _call(self, request: HTTPRequest) -> Awaitable[OpenAPIResponse]:
+        return self._drive(self._core.call_flow(request))
+
+    def tenant_access_token(self) -> Awaitable[str]:
+        """The current tenant_access_token (fetched on first use, cached, refreshed before expiry)."""
+        return self._token(None)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncOpenAPIClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()

@@ -1,0 +1,355 @@
+"""Feishu OpenAPI logic with no I/O: request building, response interpretation, the call flow.
+
+Both :class:`~wslarkbot.openapi.sync.OpenAPIClient` and :class:`~wslarkbot.openapi.aio.AsyncOpenAPIClient`
+drive the same generators (the pattern of ``httpx.Auth.auth_flow``). A flow yields *steps*:
+
+- an :class:`HTTPRequest`: the driver performs it and sends back an :class:`HTTPResponse`;
+- a :class:`Sleep`: the driver waits that many seconds and sends back ``None``;
+- a :class:`NeedToken`: the driver runs :meth:`TokenCache.flow` under its lock (``threading.Lock`` or
+  ``asyncio.Lock``) and sends back the token string.
+
+The flow ends with ``StopIteration.value``, the result. Feishu facts implemented here come from
+protocol.md §8 (paths, error shape, rate limits, token refresh rule).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import CardValidationError, ConfigurationError, FeishuAPIError, RateLimitedError
+from .token import TOKEN_PATH, TokenCache
+
+__all__ = [
+    "DEFAULT_HOST",
+    "LARK_HOST",
+    "MAX_RATE_LIMIT_WAIT",
+    "RATE_LIMIT_CODE",
+    "TOKEN_INVALID_CODES",
+    "HTTPRequest",
+    "HTTPResponse",
+    "NeedToken",
+    "OpenAPICore",
+    "OpenAPIResponse",
+    "Sleep",
+    "Step",
+    "content_to_string",
+    "exchange",
+    "interpret",
+]
+
+DEFAULT_HOST = "https://open.feishu.cn"
+LARK_HOST = "https://open.larksuite.com"
+
+#: Business code of the gateway's frequency limit (HTTP 429, sometimes HTTP 400) — protocol.md §8.
+RATE_LIMIT_CODE = 99991400
+#: "Need a token" (99991661), "tenant token invalid" (99991663), "token expired" (99991668).
+TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991668})
+#: Longest wait honoured for one ``x-ogw-ratelimit-reset``; larger values are capped.
+MAX_RATE_LIMIT_WAIT = 10.0
+#: Wait used when a rate-limited answer carries no usable ``x-ogw-ratelimit-reset``.
+DEFAULT_RATE_LIMIT_WAIT = 1.0
+
+#: Size limits of the ``content`` string (protocol.md §8 "Send a message").
+CONTENT_LIMITS = {"text": 150 * 1024, "post": 30 * 1024, "interactive": 30 * 1024}
+#: The ``uuid`` deduplication key is at most 50 characters.
+MAX_UUID_LENGTH = 50
+RECEIVE_ID_TYPES = frozenset({"open_id", "user_id", "union_id", "email", "chat_id"})
+
+
+@dataclass(frozen=True)
+class HTTPRequest:
+    """One HTTP request to perform; ``path`` is relative to the client's host."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HTTPResponse:
+    """What the driver hands back after performing an :class:`HTTPRequest`."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Ask the driver to wait ``seconds`` before resuming the flow."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NeedToken:
+    """Ask the driver for a tenant_access_token; ``stale`` is a token the server just rejected."""
+
+    stale: str | None = None
+
+
+Step = HTTPRequest | Sleep | NeedToken
+
+
+class OpenAPIResponse(dict[str, Any]):
+    """The ``data`` object of a successful answer, as a ``dict``.
+
+    The original project returned the ``httpx.Response``; code written for it that calls
+    ``resp.json()`` keeps working: :meth:`json` returns the *whole* decoded body
+    (``{"code": 0, "msg": ..., "data": {...}}``) and :attr:`status_code` / :attr:`headers` /
+    :attr:`log_id` describe the HTTP response.
+    """
+
+    def __init__(self, data: Mapping[str, Any], *, body: Any, status_code: int,
+                 headers: Mapping[str, str]) -> None:
+        super().__init__(data)
+        self.body = body
+        self.status_code = status_code
+        self.headers = dict(headers)
+
+    def json(self) -> Any:
+        """The whole decoded response body."""
+        return self.body
+
+    @property
+    def log_id(self) -> str | None:
+        return _header(self.headers, "x-tt-logid")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _log_id(headers: Mapping[str, str], body: Any) -> str | None:
+    log_id = _header(headers, "x-tt-logid")
+    if log_id:
+        return log_id
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        value = body["error"].get("log_id")
+        return str(value) if value else None
+    return None
+
+
+def _rate_limit_wait(headers: Mapping[str, str]) -> float:
+    raw = _header(headers, "x-ogw-ratelimit-reset")
+    try:
+        wait = float(raw) if raw is not None else DEFAULT_RATE_LIMIT_WAIT
+    except ValueError:
+        wait = DEFAULT_RATE_LIMIT_WAIT
+    return min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT)
+
+
+def interpret(response: HTTPResponse) -> dict[str, Any]:
+    """Decode a response body and return it when ``code == 0``.
+
+    Raises:
+        RateLimitedError: HTTP 429 or code 99991400 (``retry_after`` is the capped reset wait).
+        FeishuAPIError: any other ``code != 0``; code ``-1`` when the body is not a JSON object.
+    """
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    log_id = _log_id(response.headers, body)
+    code = body.get("code", -1 if response.status_code >= 400 else 0) if isinstance(body, dict) else -1
+    msg = str(body.get("msg", "")) if isinstance(body, dict) else ""
+    if response.status_code == 429 or code == RATE_LIMIT_CODE:
+        raise RateLimitedError(RATE_LIMIT_CODE, msg or "request trigger frequency limit",
+                               retry_after=_rate_limit_wait(response.headers), log_id=log_id,
+                               http_status=response.status_code, body=body)
+    if not isinstance(body, dict):
+        raise FeishuAPIError(-1, f"non-JSON response (HTTP {response.status_code})",
+                             log_id=log_id, http_status=response.status_code)
+    if not isinstance(code, int):
+        raise FeishuAPIError(-1, f"malformed response code {code!r}", log_id=log_id,
+                             http_status=response.status_code, body=body)
+    if code != 0 or response.status_code >= 400:
+        raise FeishuAPIError(code or -1, msg or f"HTTP {response.status_code}", log_id=log_id,
+                             http_status=response.status_code, body=body)
+    return body
+
+
+def exchange(
+    request: HTTPRequest, max_retries: int
+) -> Generator[Step, Any, tuple[HTTPResponse, dict[str, Any]]]:
+    """Perform ``request``, honouring rate limits: wait the reset time and retry up to ``max_retries``.
+
+    Returns the raw response and its decoded body. Raises what :func:`interpret` raises; a rate limit
+    still in force after ``max_retries`` retries is re-raised as :class:`RateLimitedError`.
+    """
+    retries = 0
+    while True:
+        response: HTTPResponse = yield request
+        try:
+            return response, interpret(response)
+        except RateLimitedError as exc:
+            if retries >= max_retries:
+                raise
+            retries += 1
+            yield Sleep(exc.retry_after if exc.retry_after is not None else DEFAULT_RATE_LIMIT_WAIT)
+
+
+def content_to_string(content: Any) -> str:
+    """Serialise a message ``content`` to the JSON string Feishu expects in the ``content`` field.
+
+    Accepts a ``dict`` (cards and message builders are dicts), a JSON string of an object (sent
+    unchanged), or any object with ``to_dict()``. Objects with ``to_dict()`` are serialised through it,
+    so card limits are checked. Raises :class:`ConfigurationError` for anything else.
+    """
+    to_dict: Callable[[], Any] | None = getattr(content, "to_dict", None)
+    if callable(to_dict):
+        return json.dumps(to_dict(), ensure_ascii=False, separators=(",", ":"))
+    if isinstance(content, Mapping):
+        return json.dumps(dict(content), ensure_ascii=False, separators=(",", ":"))
+    if isinstance(content, str):
+        try:
+            parsed = json.loads(content)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ConfigurationError(
+                "content string must be a JSON object such as '{\"text\": \"hi\"}'; "
+                "use send_text() for plain text"
+            )
+        return content
+    raise ConfigurationError(
+        f"content must be a dict, a JSON string or have to_dict(), not {type(content).__name__}"
+    )
+
+
+def _msg_type_of(content: Any, msg_type: str | None) -> str:
+    if msg_type:
+        return msg_type
+    inferred = getattr(content, "msg_type", None)
+    return inferred if isinstance(inferred, str) else "text"
+
+
+def _check_size(msg_type: str, content: str) -> None:
+    limit = CONTENT_LIMITS.get(msg_type)
+    size = len(content.encode("utf-8"))
+    if limit is not None and size > limit:
+        raise CardValidationError(f"{msg_type} content is {size} bytes; Feishu accepts at most {limit}")
+
+
+def _check_uuid(uuid: str | None) -> None:
+    if uuid is not None and not 0 < len(uuid) <= MAX_UUID_LENGTH:
+        raise ConfigurationError(f"uuid must be 1..{MAX_UUID_LENGTH} characters")
+
+
+def _card_dict(card: Any) -> dict[str, Any]:
+    to_dict = getattr(card, "to_dict", None)
+    if callable(to_dict):
+        result = to_dict()
+    elif isinstance(card, str):
+        result = json.loads(card)
+    else:
+        result = card
+    if not isinstance(result, dict):
+        raise ConfigurationError("card must be a dict, a JSON object string or have to_dict()")
+    return dict(result)
+
+
+class OpenAPICore:
+    """Requests and flows for one Feishu app; shared by the sync and asyncio clients. No I/O.
+
+    Args:
+        app_id, app_secret: the custom app's credentials.
+        clock: seconds since the epoch, injectable for token-expiry tests.
+        max_retries: retries after a rate-limited answer (each waits ``x-ogw-ratelimit-reset``, capped).
+    """
+
+    def __init__(self, app_id: str, app_secret: str, *, clock: Callable[[], float], max_retries: int) -> None:
+        if not app_id or not app_secret:
+            raise ConfigurationError("app_id and app_secret are required for the OpenAPI client")
+        if max_retries < 0:
+            raise ConfigurationError("max_retries must be >= 0")
+        self.max_retries = max_retries
+        self.tokens = TokenCache(app_id, app_secret, clock=clock)
+
+    # -- flows --------------------------------------------------------------------------------------
+
+    def token_flow(self, stale: str | None = None) -> Generator[Step, Any, str]:
+        """Return the cached token, or fetch one. Drivers run this under their token lock."""
+        cached = self.tokens.current(stale=stale)
+        if cached is not None:
+            return cached
+        request = HTTPRequest("POST", TOKEN_PATH, self.tokens.request_body())
+        _, body = yield from exchange(request, self.max_retries)
+        return self.tokens.accept(body)
+
+    def call_flow(self, request: HTTPRequest) -> Generator[Step, Any, OpenAPIResponse]:
+        """Authorise and perform ``request``; on a token-invalid code refresh once and retry once."""
+        refreshed = False
+        stale: str | None = None
+        while True:
+            token: str = yield NeedToken(stale)
+            authorised = HTTPRequest(request.method, request.path, request.json, request.params,
+                                     {**request.headers, "Authorization": f"Bearer {token}"})
+            try:
+                response, body = yield from exchange(authorised, self.max_retries)
+            except FeishuAPIError as exc:
+                if exc.code in TOKEN_INVALID_CODES and not refreshed:
+                    refreshed, stale = True, token
+                    continue
+                raise
+            data = body.get("data")
+            return OpenAPIResponse(data if isinstance(data, dict) else {}, body=body,
+                                   status_code=response.status_code, headers=response.headers)
+
+    # -- request builders (protocol.md §8) ----------------------------------------------------------
+
+    @staticmethod
+    def generic(method: str, path: str, *, json: Any = None,
+                params: Mapping[str, str] | None = None) -> HTTPRequest:
+        if not path.startswith("/"):
+            raise ConfigurationError("path must start with '/', e.g. '/open-apis/im/v1/messages'")
+        return HTTPRequest(method.upper(), path, json, dict(params) if params else None)
+
+    @staticmethod
+    def send(receive_id: str, content: Any, msg_type: str | None, receive_id_type: str,
+             uuid: str | None) -> HTTPRequest:
+        if receive_id_type not in RECEIVE_ID_TYPES:
+            raise ConfigurationError(f"receive_id_type must be one of {sorted(RECEIVE_ID_TYPES)}")
+        _check_uuid(uuid)
+        kind = _msg_type_of(content, msg_type)
+        text = content_to_string(content)
+        _check_size(kind, text)
+        body: dict[str, Any] = {"receive_id": receive_id, "msg_type": kind, "content": text}
+        if uuid is not None:
+            body["uuid"] = uuid
+        return HTTPRequest("POST", "/open-apis/im/v1/messages", body, {"receive_id_type": receive_id_type})
+
+    @staticmethod
+    def reply(message_id: str, content: Any, msg_type: str | None, reply_in_thread: bool,
+              uuid: str | None) -> HTTPRequest:
+        _check_uuid(uuid)
+        kind = _msg_type_of(content, msg_type)
+        text = content_to_string(content)
+        _check_size(kind, text)
+        body: dict[str, Any] = {"content": text, "msg_type": kind}
+        if reply_in_thread:
+            body["reply_in_thread"] = True
+        if uuid is not None:
+            body["uuid"] = uuid
+        return HTTPRequest("POST", f"/open-apis/im/v1/messages/{message_id}/reply", body)
+
+    @staticmethod
+    def update(message_id: str, content: Any) -> HTTPRequest:
+        text = content_to_string(content)
+        _check_size("interactive", text)
+        return HTTPRequest("PATCH", f"/open-apis/im/v1/messages/{message_id}", {"content": text})
+
+    @staticmethod
+    def delay_update_card(token: str, card: Any) -> HTTPRequest:
+        # protocol.md §6c: the card is an object here, not a JSON string.
+        data = _card_dict(card)
+        _check_size("interactive", json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        return HTTPRequest("POST", "/open-apis/interactive/v1/card/update", {"token": token, "card": data})

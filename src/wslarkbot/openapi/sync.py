@@ -1,0 +1,94 @@
+"""The blocking OpenAPI client: drives the flows of :mod:`.core` with ``httpx.Client``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from .base import BaseOpenAPIClient
+from .core import (
+    DEFAULT_HOST,
+    HTTPRequest,
+    HTTPResponse,
+    NeedToken,
+    OpenAPICore,
+    OpenAPIResponse,
+    Sleep,
+    Step,
+)
+
+__all__ = ["OpenAPIClient"]
+
+T = TypeVar("T")
+
+
+class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str]):
+    """Feishu OpenAPI for one custom app, blocking. Safe to share between threads.
+
+    Example::
+
+        with OpenAPIClient("cli_xxx", "secret") as api:
+            msg = api.send_text("ou_xxx", "hello")
+            print(msg["message_id"])
+
+    Args:
+        host: ``https://open.feishu.cn`` (Feishu) or ``https://open.larksuite.com`` (Lark), or a test server.
+        transport: an ``httpx.BaseTransport`` to use instead of the network.
+        clock: epoch seconds, for token expiry.
+        max_retries: retries after a rate-limited answer.
+        timeout: seconds per HTTP request.
+    """
+
+    def __init__(self, app_id: str, app_secret: str, host: str = DEFAULT_HOST, *,
+                 transport: httpx.BaseTransport | None = None, clock: Callable[[], float] = time.time,
+                 max_retries: int = 3, timeout: float = 10.0) -> None:
+        self._core = OpenAPICore(app_id, app_secret, clock=clock, max_retries=max_retries)
+        self._http = httpx.Client(base_url=host.rstrip("/"), transport=transport, timeout=timeout)
+        self._token_lock = threading.Lock()
+
+    def _drive(self, flow: Generator[Step, Any, T]) -> T:
+        reply: Any = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(step, HTTPRequest):
+                reply = self._send(step)
+            elif isinstance(step, Sleep):
+                time.sleep(step.seconds)  # honouring x-ogw-ratelimit-reset (capped in core)
+                reply = None
+            elif isinstance(step, NeedToken):
+                reply = self._token(step.stale)
+
+    def _send(self, request: HTTPRequest) -> HTTPResponse:
+        response = self._http.request(request.method, request.path, json=request.json,
+                                      params=request.params, headers=dict(request.headers))
+        return HTTPResponse(response.status_code, response.headers, response.content)
+
+    def _token(self, stale: str | None) -> str:
+        with self._token_lock:  # one fetch for N concurrent callers
+            return self._drive(self._core.token_flow(stale))
+
+    def _call(self, request: HTTPRequest) -> OpenAPIResponse:
+        return self._drive(self._core.call_flow(request))
+
+    def tenant_access_token(self) -> str:
+        """The current tenant_access_token (fetched on first use, cached, refreshed before expiry)."""
+        return self._token(None)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> OpenAPIClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
