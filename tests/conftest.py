@@ -6,6 +6,8 @@ import pathlib
 
 import pytest
 
+pytest_plugins = ["wslarkbot.sim.pytest_plugin"]
+
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "feishu"
 SAMPLES = pathlib.Path(__file__).resolve().parent / "samples"
 
