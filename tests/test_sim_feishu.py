@@ -29,7 +29,6 @@ from wslarkbot.sim import (
 )
 
 
-
 def decode(app: SimApp, body: bytes) -> dict[str, Any]:
     data = json.loads(body)
     if "encrypt" in data:

@@ -18,7 +18,6 @@ lark = pytest.importorskip("lark_oapi")
 
 from wslarkbot.sim import ERR_HTTP_STATUS, FeishuSimulator  # noqa: E402
 
-
 Tamper = Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]
 NON_ASCII = "你好, Feishu ✓ — émoji 🚀"
 

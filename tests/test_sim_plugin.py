@@ -8,7 +8,6 @@ from aiohttp import web
 import wslarkbot.sim as sim_pkg
 from wslarkbot.sim import FakeOpenAPI, FeishuSimulator
 
-
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 
 
