@@ -1,0 +1,206 @@
+"""The aiohttp side of the gateway: bootstrap endpoint, WebSocket endpoint, and the webhook adapter.
+
+Routes (long-connection.md §1):
+
+* ``POST /callback/ws/endpoint`` — ``{"AppID","AppSecret"}`` -> ``{"code":0,"data":{"URL","ClientConfig"}}``.
+  A wrong secret or unknown app answers HTTP 200 with ``code`` 403 (any code but 0, 1 and 1000040343 is a
+  ``ClientException`` in the SDK, which stops instead of retrying).
+* ``GET /callback/ws/v2?device_id=&service_id=&token=`` — the WebSocket. Refusals use Feishu's handshake
+  headers: a bad ticket ``handshake-status: 403`` (fatal for the SDK), the per-app connection limit
+  ``514`` + ``handshake-autherrcode: 1000040350`` (fatal), an expired ticket ``500`` (retried).
+
+Usage inside the relay::
+
+    gateway = Gateway(load_gateway_config(path))
+    gateway.install(app)                       # routes + shutdown hook
+    ...
+    # in the relay's /hook/<app_id> handler, once the body is read and size-checked:
+    gateway = request.app.get(GATEWAY_KEY)
+    if gateway is not None and gateway.serves(app_id):
+        return await gateway.webhook_response(app_id, request.headers, raw)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from urllib.parse import urlencode
+
+from aiohttp import WSMsgType, web
+
+from ...crypto import secure_equals
+from .config import GatewayConfig, hash_secret
+from .hub import Connection, Hub
+from .tickets import TicketBook, TicketError, TicketExpired
+from .webhook import relay_webhook
+
+__all__ = ["BOOTSTRAP_PATH", "GATEWAY_KEY", "WS_PATH", "Gateway"]
+
+log = logging.getLogger("wslarkbot.relay.longconn")
+
+BOOTSTRAP_PATH = "/callback/ws/endpoint"
+WS_PATH = "/callback/ws/v2"
+
+CODE_OK = 0
+CODE_BAD_CREDENTIALS = 403  # not 0 / 1 / 1000040343 -> ClientException in lark-oapi (client.py 295-303)
+HANDSHAKE_FORBIDDEN = 403
+HANDSHAKE_AUTH_FAILED = 514
+AUTHERR_EXCEED_CONN_LIMIT = 1000040350
+
+
+def _refusal(
+    http_status: int, handshake_status: int, msg: str, autherrcode: int | None = None
+) -> web.Response:
+    """A non-101 handshake answer the SDK parses (client.py ``_parse_ws_conn_exception``)."""
+    headers = {"handshake-status": str(handshake_status), "handshake-msg": msg}
+    if autherrcode is not None:
+        headers["handshake-autherrcode"] = str(autherrcode)
+    response = web.json_response({"code": handshake_status, "msg": msg}, status=http_status, headers=headers)
+    # Close after the answer: websockets waits for the server to drop a refused handshake (10 s otherwise).
+    response.force_close()
+    return response
+
+
+class Gateway:
+    """Feishu's long-connection protocol served by the relay, for unmodified lark-oapi bots."""
+
+    def __init__(
+        self, config: GatewayConfig, *, hub: Hub | None = None, tickets: TicketBook | None = None
+    ) -> None:
+        self.config = config
+        self.hub = hub or Hub(config)
+        self.tickets = tickets or TicketBook(config.ticket_ttl)
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    def serves(self, app_id: str) -> bool:
+        """Whether webhooks for ``app_id`` go to long-connection clients."""
+        return app_id in self.config.apps
+
+    def counts(self) -> dict[str, int]:
+        """Open connections per gateway app (for ``/status``)."""
+        return {app_id: len(self.hub.connections(app_id)) for app_id in self.config.apps}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(BOOTSTRAP_PATH, self.handle_bootstrap), web.get(WS_PATH, self.handle_ws)]
+
+    def install(self, app: web.Application) -> None:
+        """Add :meth:`routes`, store the gateway as ``app[GATEWAY_KEY]``, close client sockets on shutdown."""
+        app[GATEWAY_KEY] = self
+        app.add_routes(self.routes())
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"relay shutting down")
+        await self.hub.close()
+
+    # --- bootstrap --------------------------------------------------------------------------------
+
+    def _ws_base(self, request: web.Request) -> str:
+        if self.config.public_url:
+            base = self.config.public_url.rstrip("/")
+            if base.startswith("http"):
+                base = "ws" + base[4:]
+            return base
+        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip().lower()
+        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+        return f"{'wss' if proto in ('https', 'wss') else 'ws'}://{host}"
+
+    async def handle_bootstrap(self, request: web.Request) -> web.Response:
+        """``POST /callback/ws/endpoint`` (long-connection.md §1 "How the client gets the URL")."""
+        try:
+            body = await request.json()
+            app_id, secret = body["AppID"], body["AppSecret"]
+            if not isinstance(app_id, str) or not isinstance(secret, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"code": CODE_BAD_CREDENTIALS, "msg": "AppID and AppSecret required"})
+        app = self.config.apps.get(app_id)
+        # Hash even for unknown apps so timing does not tell which app ids are configured.
+        ok = app.secret_matches(secret) if app else secure_equals(hash_secret(secret), "0" * 64) and False
+        if app is None or not ok:
+            log.warning("gateway bootstrap refused for app %r", app_id)
+            return web.json_response({"code": CODE_BAD_CREDENTIALS, "msg": "invalid app id or app secret"})
+        device_id, token = self.tickets.issue(app_id)
+        query = urlencode({"device_id": device_id, "service_id": self.hub.service_id, "token": token})
+        url = f"{self._ws_base(request)}{WS_PATH}?{query}"
+        data = {"URL": url, "ClientConfig": self.config.client_config()}
+        return web.json_response({"code": CODE_OK, "msg": "ok", "data": data})
+
+    # --- websocket --------------------------------------------------------------------------------
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        """``GET /callback/ws/v2``: authenticate the ticket, enforce the limit, then serve frames."""
+        try:
+            ticket = self.tickets.redeem(request.query.get("token", ""))
+        except TicketExpired:
+            return _refusal(401, 500, "connection ticket expired, fetch a new endpoint")
+        except TicketError:
+            return _refusal(403, HANDSHAKE_FORBIDDEN, "invalid connection ticket")
+        if ticket.app_id not in self.config.apps:
+            return _refusal(403, HANDSHAKE_FORBIDDEN, "app is no longer served")
+        if not self.hub.reserve(ticket.app_id):
+            limit = self.config.apps[ticket.app_id].max_connections
+            log.warning("gateway app %s over its connection limit (%d)", ticket.app_id, limit)
+            return _refusal(
+                429, HANDSHAKE_AUTH_FAILED, f"exceeded connection limit {limit}", AUTHERR_EXCEED_CONN_LIMIT
+            )
+        ws = web.WebSocketResponse(heartbeat=self.config.heartbeat or None, max_msg_size=1024 * 1024)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self.hub.release(ticket.app_id)
+            raise
+        conn = Connection(ticket.app_id, ticket.device_id, ws.send_bytes)
+        await self.hub.add(conn)
+        self.hub.release(ticket.app_id)
+        self._sockets.add(ws)
+        log.info("gateway: %s connected (%s)", ticket.app_id, ticket.device_id)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    reply = self.hub.receive(conn, msg.data)
+                    if reply is not None:
+                        await conn.send_raw(reply)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._sockets.discard(ws)
+            await self.hub.remove(conn)
+            log.info("gateway: %s disconnected (%s)", ticket.app_id, ticket.device_id)
+        return ws
+
+    # --- webhook ----------------------------------------------------------------------------------
+
+    async def handle_webhook(self, request: web.Request, app_id: str) -> web.Response:
+        """Answer Feishu's POST for a gateway app (reads the body with the app's ``client_max_size``)."""
+        return await self.webhook_response(app_id, request.headers, await request.read())
+
+    async def webhook_response(self, app_id: str, headers: Mapping[str, str], body: bytes) -> web.Response:
+        """Answer Feishu's POST whose body the relay has already read (and size-limited).
+
+        Raises:
+            KeyError: ``app_id`` is not a gateway app (check :meth:`serves` first).
+        """
+        app = self.config.apps[app_id]
+        answer = await relay_webhook(
+            self.hub,
+            app,
+            headers,
+            body,
+            timeout=self.config.event_timeout,
+            retry_after=self.config.retry_after,
+        )
+        return web.Response(
+            status=answer.status,
+            body=answer.body,
+            headers=dict(answer.headers),
+            content_type="application/json",
+            charset="utf-8",
+        )
+
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("wslarkbot_longconn_gateway", Gateway)

@@ -1,0 +1,188 @@
+"""A Feishu webhook for a gateway app: verify, decrypt, then hand the plaintext to a long-connection client.
+
+The verification half (:func:`open_webhook`) and the answer mapping (:func:`http_answer`) do no I/O;
+:func:`relay_webhook` joins them with :meth:`Hub.deliver`.
+
+* protocol.md §1-§3: body ``{"encrypt": ...}``, AES-256-CBC, ``X-Lark-Signature`` = sha256(ts+nonce+key+body),
+  url_verification carries no signature and is answered here with ``{"challenge": ...}`` (token checked).
+* long-connection.md §1 "Encryption": pushes over the long connection are plaintext; the client runs
+  ``_do_without_validation``, so the gateway is where the signature and token are checked.
+* long-connection.md §1 "Answering an event" / "Card callbacks": ``{"code":200}`` -> 200
+  ``{"msg":"success"}``;
+  ``{"code":200,"data":base64(JSON)}`` -> 200 with that JSON; ``{"code":500}`` -> 500; no answer -> 504;
+  nobody connected -> 503 + Retry-After. Any non-2xx makes Feishu re-push an event (§3 "Re-push schedule").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...crypto import decrypt, secure_equals, verify_event_signature
+from ...exceptions import (
+    DecryptError,
+    MalformedRequestError,
+    RequestRejected,
+    SignatureError,
+    TokenMismatchError,
+)
+from .config import GatewayApp
+from .hub import DeliveryTimeout, Hub, NoClientConnected
+
+__all__ = ["CALLBACK_TYPES", "HttpAnswer", "OpenedWebhook", "http_answer", "open_webhook", "relay_webhook"]
+
+log = logging.getLogger("wslarkbot.relay.longconn")
+
+# New-style callbacks travel as `type=event` frames and answer with `data`
+# (long-connection.md §1 "Card callbacks").
+CALLBACK_TYPES = frozenset({"card.action.trigger", "url.preview.get"})
+
+_REJECTED = {
+    SignatureError: (401, "signature verification failed"),
+    TokenMismatchError: (401, "verification token mismatch"),
+    DecryptError: (400, "cannot decrypt body"),
+}
+
+
+@dataclass(frozen=True)
+class OpenedWebhook:
+    """A verified webhook. ``kind`` is ``"challenge"``, ``"event"`` or ``"callback"``."""
+
+    kind: str
+    plaintext: bytes = field(repr=False)
+    challenge: str | None = None
+    event_type: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What goes back to Feishu."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return cls(status, body, dict(headers or {}))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == lower), None)
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequestError(f"{what} is not JSON") from None
+    if not isinstance(obj, dict):
+        raise MalformedRequestError(f"{what} is not a JSON object")
+    return obj
+
+
+def _check_token(app: GatewayApp, token: Any) -> None:
+    if app.verification_token and not (
+        isinstance(token, str) and secure_equals(token, app.verification_token)
+    ):
+        raise TokenMismatchError("verification token mismatch")
+
+
+def open_webhook(app: GatewayApp, headers: Mapping[str, str], body: bytes) -> OpenedWebhook:
+    """Verify and decrypt one webhook request for ``app`` (protocol.md §1-§3, lark-oapi's order).
+
+    Raises:
+        RequestRejected: bad JSON, undecryptable body, wrong signature or token, or a legacy card callback
+        (``card.action.trigger_v1`` cannot use the long connection, long-connection.md §1).
+    """
+    outer = _json_object(body, "body")
+    if "encrypt" in outer:
+        if not isinstance(outer["encrypt"], str):
+            raise MalformedRequestError("encrypt field is not a string")
+        plaintext = decrypt(outer["encrypt"], app.encrypt_key)
+        payload = _json_object(plaintext, "decrypted body")
+    else:
+        plaintext, payload = body, outer
+    if payload.get("type") == "url_verification":
+        # No signature headers on url_verification (protocol.md §1 "Headers"); the token is the check.
+        _check_token(app, payload.get("token"))
+        challenge = payload.get("challenge")
+        if not isinstance(challenge, str):
+            raise MalformedRequestError("url_verification without a challenge")
+        return OpenedWebhook("challenge", plaintext, challenge=challenge)
+    if app.encrypt_key:
+        verify_event_signature(
+            _header(headers, "X-Lark-Request-Timestamp"),
+            _header(headers, "X-Lark-Request-Nonce"),
+            _header(headers, "X-Lark-Signature"),
+            app.encrypt_key,
+            body,
+        )
+    if payload.get("schema"):
+        header = payload.get("header")
+        if not isinstance(header, dict):
+            raise MalformedRequestError("v2 event without a header")
+        _check_token(app, header.get("token"))
+        event_type, event_id = header.get("event_type"), header.get("event_id")
+    elif payload.get("uuid"):
+        _check_token(app, payload.get("token"))
+        event = payload.get("event")
+        event_type = event.get("type") if isinstance(event, dict) else None
+        event_id = payload.get("uuid")
+    else:
+        raise MalformedRequestError("not a v2/v1 event (legacy card callbacks are not supported)")
+    kind = "callback" if event_type in CALLBACK_TYPES else "event"
+    return OpenedWebhook(kind, plaintext, event_type=str(event_type), event_id=str(event_id))
+
+
+def http_answer(opened: OpenedWebhook, answer: Mapping[str, Any]) -> HttpAnswer:
+    """Map the client's answer frame payload to Feishu's HTTP response (long-connection.md §1)."""
+    if answer.get("code") != 200:
+        return HttpAnswer.json(500, {"msg": "bot handler failed"})
+    data = answer.get("data")
+    if data:
+        try:
+            raw = base64.b64decode(data, validate=True)
+            json.loads(raw)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            return HttpAnswer.json(502, {"msg": "bot answered with invalid callback data"})
+        return HttpAnswer(200, raw)
+    return HttpAnswer.json(200, {"msg": "success"} if opened.kind == "event" else {})
+
+
+async def relay_webhook(
+    hub: Hub, app: GatewayApp, headers: Mapping[str, str], body: bytes, *, timeout: float, retry_after: int
+) -> HttpAnswer:
+    """Verify the webhook, push it to one (or every) client of ``app``, and wait for the answer."""
+    try:
+        opened = open_webhook(app, headers, body)
+    except RequestRejected as exc:
+        status, msg = _REJECTED.get(type(exc), (400, "not a Feishu event"))
+        log.warning("gateway webhook for %s rejected: %s", app.app_id, type(exc).__name__)
+        return HttpAnswer.json(status, {"msg": msg})
+    if opened.kind == "challenge":
+        return HttpAnswer.json(200, {"challenge": opened.challenge})
+    try:
+        answer = await hub.deliver(
+            app.app_id, opened.plaintext, timeout=timeout, trace_id=_header(headers, "X-Request-Id")
+        )
+    except NoClientConnected:
+        log.warning("gateway %s %s %s: no client connected", app.app_id, opened.event_type, opened.event_id)
+        return HttpAnswer.json(503, {"msg": "no bot connected"}, {"Retry-After": str(retry_after)})
+    except DeliveryTimeout:
+        log.warning("gateway %s %s %s: no answer in time", app.app_id, opened.event_type, opened.event_id)
+        return HttpAnswer.json(504, {"msg": "bot did not answer in time"})
+    result = http_answer(opened, answer)
+    log.info("gateway %s %s %s -> %d", app.app_id, opened.event_type, opened.event_id, result.status)
+    return result
