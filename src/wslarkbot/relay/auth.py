@@ -1,0 +1,107 @@
+"""Who may subscribe to which channels. No network I/O.
+
+Rules (docs/protocol.md "Access"):
+
+* ``org_*`` channels need HTTP basic auth: the user name is the channel name and the password must verify
+  against that user's htpasswd entry. With ``auth_apps`` the same holds for app channels (user = app id).
+* One connection authenticates as one user, so it may hold at most one protected channel (open one
+  connection per org, or subscribe an org and unprotected app channels together).
+* No htpasswd configured: org channels are refused (403), unless ``allow_anonymous_orgs`` (dev/tests).
+* Publishing webhooks and ``POST /sub/<request_id>`` replies need no auth (Feishu cannot send any; request
+  ids are unguessable).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+
+from ..exceptions import ConfigurationError
+from ..wire import is_org_channel
+from .config import RelayConfig
+from .htpasswd import Htpasswd
+from .limits import LimitExceeded
+
+__all__ = ["REALM", "AccessPolicy", "parse_basic_auth"]
+
+REALM = "wslarkbot"
+
+
+def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` from an ``Authorization: Basic ...`` header (RFC 7617), else None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return user, password
+
+
+class AccessPolicy:
+    """Decides whether a subscription request may proceed.
+
+    Raises:
+        ConfigurationError: ``auth_apps`` without an htpasswd file, or the file cannot be read.
+    """
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.users: Htpasswd | None = None
+        if config.htpasswd:
+            try:
+                self.users = Htpasswd(config.htpasswd)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot read htpasswd file {config.htpasswd!r}: {exc}") from exc
+        elif config.auth_apps:
+            raise ConfigurationError("--auth-apps needs --htpasswd")
+
+    def protected(self, channels: Sequence[str]) -> list[str]:
+        """The channels of ``channels`` that need credentials."""
+        if self.users is None:
+            return []
+        return [c for c in channels if is_org_channel(c) or self.config.auth_apps]
+
+    def check(self, channels: Sequence[str], headers: Mapping[str, str]) -> str | None:
+        """Allow or refuse; returns the authenticated user (None when no credentials were needed).
+
+        Blocking (bcrypt); call it from a worker thread.
+
+        Raises:
+            LimitExceeded: 401 (missing or wrong credentials; send ``WWW-Authenticate``) or 403.
+        """
+        if self.users is None:
+            orgs = [c for c in channels if is_org_channel(c)]
+            if orgs and not self.config.allow_anonymous_orgs:
+                raise LimitExceeded(
+                    403,
+                    "auth",
+                    f"channel {orgs[0]} is an org channel and this relay has no --htpasswd configured",
+                )
+            return None
+        needed = self.protected(channels)
+        if not needed:
+            return None
+        if len(needed) > 1:
+            raise LimitExceeded(
+                403,
+                "auth",
+                f"one connection can authenticate for one protected channel, got {len(needed)}: "
+                "open one connection per org (or app with --auth-apps)",
+            )
+        creds = parse_basic_auth(headers.get("Authorization"))
+        if creds is None:
+            raise LimitExceeded(401, "auth", f"channel {needed[0]} needs HTTP basic auth")
+        user, password = creds
+        if not self.users.verify(user, password):
+            raise LimitExceeded(401, "auth", "wrong user name or password")
+        if user != needed[0]:
+            raise LimitExceeded(403, "auth", f"user {user} may not subscribe to channel {needed[0]}")
+        return user

@@ -1,0 +1,141 @@
+"""``RelayConfig``: each relay knob is a ``wslarkbot serve`` flag and a ``WSLARKBOT_*`` variable.
+
+No I/O and no aiohttp import here, so the CLI can build its ``--help`` without the relay extra.
+The flag of a field is ``--`` plus the field name with ``-`` for ``_``; its environment variable is
+``WSLARKBOT_`` plus the upper-cased field name (``max_body_bytes`` -> ``--max-body-bytes``,
+``WSLARKBOT_MAX_BODY_BYTES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "MIB", "RelayConfig", "env_name", "flag_name", "parse_bool"]
+
+ENV_PREFIX = "WSLARKBOT_"
+MIB = 1024 * 1024
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Configuration of one relay server. Defaults suit production behind Feishu's deadlines.
+
+    Feishu wants the url_verification challenge back within 1 s and everything else within 3 s
+    (shared/feishu/protocol.md §4, §5), so the waits default to 0.9 s and 2.8 s: the relay answers
+    honestly (504) before Feishu gives up, and Feishu retries events it did not get a 200 for.
+    """
+
+    host: str = _opt("0.0.0.0", "interface to listen on")
+    port: int = _opt(8888, "TCP port to listen on (0: pick a free port; the log line shows it)")
+    htpasswd: str | None = _opt(
+        None, "htpasswd file (bcrypt, apr1 or SHA entries) guarding org_* channels; user = channel name"
+    )
+    auth_apps: bool = _opt(False, "also require basic auth for app channels (user = app id)")
+    allow_anonymous_orgs: bool = _opt(
+        False, "let anyone subscribe to org_* channels when no htpasswd is configured (dev/tests only)"
+    )
+    challenge_timeout: float = _opt(0.9, "seconds to wait for the bot's url_verification answer")
+    callback_timeout: float = _opt(2.8, "seconds to wait for the bot's card/url-preview callback answer")
+    ack_timeout: float = _opt(2.8, "seconds to wait for a protocol-2 bot's reply or ack to an event")
+    heartbeat: float = _opt(10.0, "seconds between WebSocket pings; a peer silent for half of it is dropped")
+    max_body_bytes: int = _opt(MIB, "largest webhook body accepted (413 above)")
+    max_channels_per_subscription: int = _opt(64, "most channels one WebSocket may subscribe to (400 above)")
+    max_subscribers_per_channel: int = _opt(1000, "most WebSockets on one channel (503 on subscribe above)")
+    max_pending_replies: int = _opt(10000, "most webhook requests waiting for a bot at once (503 above)")
+    max_ws_message_bytes: int = _opt(MIB, "largest WebSocket message accepted from a client (closed 1009)")
+    max_subscriber_buffer_bytes: int = _opt(
+        8 * MIB, "frames queued for one slow subscriber before it is disconnected (1013)"
+    )
+    retry_after: int = _opt(5, "Retry-After seconds on 503 answers")
+    shutdown_timeout: float = _opt(2.0, "seconds to let requests finish on shutdown")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_json: bool = _opt(False, "log one JSON object per line")
+
+    def __post_init__(self) -> None:
+        positive = (
+            "challenge_timeout",
+            "callback_timeout",
+            "ack_timeout",
+            "max_body_bytes",
+            "max_channels_per_subscription",
+            "max_subscribers_per_channel",
+            "max_pending_replies",
+            "max_ws_message_bytes",
+            "max_subscriber_buffer_bytes",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"port must be 0..65535, got {self.port}")
+        if self.heartbeat < 0:
+            raise ConfigurationError("heartbeat must be >= 0 (0 disables WebSocket pings)")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> RelayConfig:
+        """Build a config from ``WSLARKBOT_*`` variables; ``overrides`` win over the environment.
+
+        Raises:
+            ConfigurationError: a variable does not parse as its field's type.
+        """
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is not None:
+                values[f.name] = convert(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RelayConfig:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def parse_bool(text: str) -> bool:
+    """``1/true/yes/on`` and ``0/false/no/off`` (any case)."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"not a boolean: {text!r}")
+
+
+def field_kind(f: dataclasses.Field[Any]) -> str:
+    """``bool``, ``int``, ``float`` or ``str`` (annotations are strings under PEP 563)."""
+    ann = str(f.type)
+    for kind in ("bool", "int", "float"):
+        if ann == kind:
+            return kind
+    return "str"
+
+
+def convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = field_kind(f)
+    try:
+        if kind == "bool":
+            return parse_bool(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{env_name(f.name)}={raw!r} is not a valid {kind}") from exc
+    return raw or None if f.default is None else raw

@@ -1,0 +1,53 @@
+"""Relay limits: the error raised when one is exceeded, and the checks that need no I/O."""
+
+from __future__ import annotations
+
+from ..exceptions import WslarkbotError
+from ..wire import CHANNEL_RE
+
+__all__ = ["LimitExceeded", "parse_channel_list"]
+
+
+class LimitExceeded(WslarkbotError):
+    """A request broke a relay limit or rule; the relay answers ``status`` with ``reason``.
+
+    Attributes:
+        status: the HTTP status to answer (400, 401, 403, 404, 413, 429, 503, ...).
+        limit: a short machine name of the rule (``max_body_bytes``, ``channel_syntax``, ...), for logs.
+        reason: the text sent back to the caller; never contains secrets or bodies.
+    """
+
+    def __init__(self, status: int, limit: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.limit = limit
+        self.reason = reason
+
+
+def parse_channel_list(spec: str, *, max_channels: int) -> tuple[str, ...]:
+    """Parse ``ch1,ch2,...`` (nchan's ``nchan_channel_id_split_delimiter ","``).
+
+    Duplicates are dropped, order kept.
+
+    Raises:
+        LimitExceeded: 400 for an empty or invalid name, or more than ``max_channels`` channels.
+    """
+    names = spec.split(",")
+    out: list[str] = []
+    for name in names:
+        if not CHANNEL_RE.match(name):
+            shown = name[:70] + ("..." if len(name) > 70 else "")
+            raise LimitExceeded(
+                400,
+                "channel_syntax",
+                f"invalid channel name {shown!r}: use letters, digits, '_', '.', '-' (1-64 chars)",
+            )
+        if name not in out:
+            out.append(name)
+    if len(out) > max_channels:
+        raise LimitExceeded(
+            400,
+            "max_channels_per_subscription",
+            f"too many channels in one subscription: {len(out)} (limit {max_channels})",
+        )
+    return tuple(out)

@@ -1,0 +1,110 @@
+"""Webhook requests waiting for a bot's answer (reply or ack), keyed by request id.
+
+An entry is opened *before* the request is published, so an answer that arrives before the HTTP handler
+starts awaiting is kept in the entry's future and never lost. Request ids match exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from .limits import LimitExceeded
+
+__all__ = ["Outcome", "PendingEntry", "PendingTable", "Resolution"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a waiting request ends.
+
+    ``kind`` is ``"reply"`` (``body`` is the JSON text of the HTTP response), ``"ack"`` (the bot handled
+    an event: answer ``{"msg":"success"}``) or ``"shutdown"`` (the relay is stopping: answer 503).
+    """
+
+    kind: str
+    body: str | None = None
+    via: str = ""  # "ws" or "http", for the log line
+
+
+class Resolution(enum.Enum):
+    """Result of :meth:`PendingTable.resolve`."""
+
+    OK = "ok"
+    UNKNOWN = "unknown or expired request id"
+    FORBIDDEN = "this connection is not subscribed to the request's channel"
+    ALREADY_ANSWERED = "request already answered"
+
+
+@dataclass
+class PendingEntry:
+    request_id: str
+    channel: str
+    future: asyncio.Future[Outcome] = field(repr=False)
+
+
+class PendingTable:
+    """A bounded table of pending entries. Not thread-safe; use from one event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: dict[str, PendingEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._entries
+
+    def open(self, request_id: str, channel: str) -> PendingEntry:
+        """Open an entry.
+
+        Raises:
+            KeyError: ``request_id`` is already pending (the caller picks a fresh id).
+            LimitExceeded: ``limit`` entries are already open (503).
+        """
+        if request_id in self._entries:
+            raise KeyError(request_id)
+        if len(self._entries) >= self.limit:
+            raise LimitExceeded(
+                503, "max_pending_replies", f"too many requests waiting for replies (limit {self.limit})"
+            )
+        entry = PendingEntry(request_id, channel, asyncio.get_running_loop().create_future())
+        self._entries[request_id] = entry
+        return entry
+
+    def resolve(
+        self, request_id: str, outcome: Outcome, *, channels: Collection[str] | None = None
+    ) -> Resolution:
+        """Deliver ``outcome`` to the waiting request. The first answer wins.
+
+        Args:
+            channels: the answering connection's channels; the request's channel must be among them.
+                ``None`` skips the check (``POST /sub/<request_id>`` replies, as in the original relay).
+        """
+        entry = self._entries.get(request_id)
+        if entry is None:
+            return Resolution.UNKNOWN
+        if channels is not None and entry.channel not in channels:
+            return Resolution.FORBIDDEN
+        if entry.future.done():
+            return Resolution.ALREADY_ANSWERED
+        entry.future.set_result(outcome)
+        return Resolution.OK
+
+    def cancel(self, request_id: str) -> None:
+        """Forget an entry (idempotent)."""
+        entry = self._entries.pop(request_id, None)
+        if entry is not None and not entry.future.done():
+            entry.future.cancel()
+
+    def resolve_all(self, outcome: Outcome) -> int:
+        """Answer every waiting request with ``outcome`` (shutdown). Returns how many were waiting."""
+        n = 0
+        for entry in self._entries.values():
+            if not entry.future.done():
+                entry.future.set_result(outcome)
+                n += 1
+        return n

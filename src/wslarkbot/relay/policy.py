@@ -1,0 +1,53 @@
+"""Which webhook requests wait for the bot, and for how long. No I/O.
+
+Feishu needs the url_verification challenge back within 1 s and callbacks/events within 3 s
+(shared/feishu/protocol.md §4, §5, §6).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from .config import RelayConfig
+
+__all__ = ["CALLBACK_EVENT_TYPES", "WaitKind", "classify", "timeout_for"]
+
+#: v2 callbacks whose HTTP response is shown to the user (protocol.md §6a).
+CALLBACK_EVENT_TYPES = frozenset({"card.action.trigger", "url.preview.get"})
+
+
+class WaitKind(enum.Enum):
+    CHALLENGE = "challenge"  # no X-Lark-Signature: url_verification (or unknown): the reply is the answer
+    CALLBACK = "callback"  # a plaintext card / url-preview callback: the reply is the answer
+    EVENT = "event"  # events and encrypted bodies: protocol-2 bots reply or ack; others get 200 at once
+
+
+def classify(headers: Mapping[str, str], body: Any) -> WaitKind:
+    """Classify a webhook request.
+
+    Args:
+        headers: request headers with lower-case names.
+        body: the decoded JSON body.
+    """
+    if not headers.get("x-lark-signature"):
+        # Original relay rule: url_verification requests carry no signature headers (protocol.md §1).
+        return WaitKind.CHALLENGE
+    if isinstance(body, dict):
+        # Legacy card callback (protocol.md §6b): flat, never encrypted.
+        if "action" in body and "open_message_id" in body:
+            return WaitKind.CALLBACK
+        header = body.get("header")
+        if isinstance(header, dict) and header.get("event_type") in CALLBACK_EVENT_TYPES:
+            return WaitKind.CALLBACK
+    return WaitKind.EVENT
+
+
+def timeout_for(kind: WaitKind, config: RelayConfig) -> float:
+    """Seconds to wait for the bot's answer to a request of ``kind``."""
+    if kind is WaitKind.CHALLENGE:
+        return config.challenge_timeout
+    if kind is WaitKind.CALLBACK:
+        return config.callback_timeout
+    return config.ack_timeout

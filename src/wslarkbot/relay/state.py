@@ -1,0 +1,48 @@
+"""The relay's shared state, stored on the aiohttp application."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .auth import AccessPolicy
+from .config import RelayConfig
+from .hub import Hub, Subscriber
+from .status import RelayStats
+
+__all__ = ["STATE_KEY", "RelayState", "json_error", "log"]
+
+log = logging.getLogger("wslarkbot.relay")
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+@dataclass
+class RelayState:
+    config: RelayConfig
+    hub: Hub
+    access: AccessPolicy
+    stats: RelayStats = field(default_factory=RelayStats)
+    #: open WebSockets of this process, to close them with 1001 on shutdown.
+    connections: dict[Subscriber, web.WebSocketResponse] = field(default_factory=dict)
+    #: tasks the relay owns beyond request handlers (kicking slow subscribers).
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    closing: bool = False
+
+
+STATE_KEY: web.AppKey[RelayState] = web.AppKey("wslarkbot_relay_state", RelayState)
+
+
+def json_error(status: int, msg: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    """``{"msg": msg}`` with ``status``, as JSON (Feishu reads JSON; people read ``msg``)."""
+    return web.Response(
+        status=status,
+        text=json.dumps({"msg": msg}, ensure_ascii=False),
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,217 @@
+"""WebSocket side of the relay: ``GET /sub/<ch1,ch2,...>``.
+
+Per connection: one reader (this handler) and one writer task draining the subscriber's buffer, so
+publishing never waits on a slow socket. Checks, in order: channel syntax and count (400), WebSocket
+upgrade (426), credentials (401/403), subscribers per channel (503). Then, with ``?proto=2``, the hello
+frame; then envelopes. Text ``PING`` -> ``PONG``. Protocol-2 ``reply``/``ack`` frames answer waiting
+requests of the connection's own channels; refused ones get an ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .. import __version__
+from ..exceptions import ProtocolError
+from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
+from .auth import REALM
+from .hub import Subscriber
+from .limits import LimitExceeded, parse_channel_list
+from .pending import Outcome, Resolution
+from .state import STATE_KEY, RelayState, json_error, log
+
+__all__ = ["SERVER_NAME", "handle_subscribe"]
+
+SERVER_NAME = f"wslarkbot/{__version__}"
+#: Close code for a subscriber that could not keep up (RFC 6455 registry: "Try Again Later").
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def _refuse(state: RelayState, request: web.Request, exc: LimitExceeded) -> web.Response:
+    state.stats.rejected += 1
+    log.warning(
+        "subscribe refused from %s to %s: %d %s (%s)",
+        request.remote,
+        request.match_info.get("target", "")[:100],
+        exc.status,
+        exc.reason,
+        exc.limit,
+    )
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    if exc.status == 503:
+        headers["Retry-After"] = str(state.config.retry_after)
+    return json_error(exc.status, exc.reason, headers=headers or None)
+
+
+async def _writer(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    while True:
+        frame = await sub.next_frame()
+        if frame is None:
+            return
+        await ws.send_str(frame)
+
+
+def _kick_slow(
+    state: RelayState, request: web.Request, ws: web.WebSocketResponse, writer: asyncio.Task[None]
+) -> Callable[[Subscriber], None]:
+    """The overload callback: log once, close the connection 1013 (abort it if even that stalls)."""
+
+    def on_overload(sub: Subscriber) -> None:
+        state.stats.rejected += 1
+        log.warning(
+            "subscriber %s (%s) too slow: %d bytes buffered (max_subscriber_buffer_bytes=%d); closing 1013",
+            sub.peer,
+            ",".join(sub.channels),
+            sub.buffered_bytes,
+            sub.max_buffer_bytes,
+        )
+
+        async def kick() -> None:
+            await state.hub.unsubscribe(sub)
+            writer.cancel()
+            try:
+                await asyncio.wait_for(
+                    ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"subscriber too slow"), 1.0
+                )
+            except (asyncio.TimeoutError, ConnectionError):
+                if request.transport is not None:
+                    request.transport.abort()
+
+        task = asyncio.get_running_loop().create_task(kick())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    return on_overload
+
+
+def _set_nodelay(request: web.Request) -> None:
+    """aiohttp already sets TCP_NODELAY on accepted sockets; make sure for the long-lived ones."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+async def handle_subscribe(request: web.Request) -> web.StreamResponse:
+    """``GET /sub/<channels>``: a WebSocket subscription (see the module docstring)."""
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    try:
+        channels = parse_channel_list(
+            request.match_info["target"], max_channels=cfg.max_channels_per_subscription
+        )
+    except LimitExceeded as exc:
+        return _refuse(state, request, exc)
+    ws = web.WebSocketResponse(
+        heartbeat=cfg.heartbeat or None,
+        max_msg_size=cfg.max_ws_message_bytes,
+        autoping=True,
+        # No permessage-deflate: the envelope is encoded once and shared by all subscribers; per-connection
+        # compression would cost CPU per subscriber per frame and a deflate context per connection.
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        resp = _refuse(
+            state, request, LimitExceeded(426, "upgrade", "GET /sub/<channels> needs a WebSocket upgrade")
+        )
+        resp.headers["Upgrade"] = "websocket"
+        resp.headers["Connection"] = "Upgrade"
+        return resp
+    if state.closing:
+        return _refuse(state, request, LimitExceeded(503, "shutdown", "relay is shutting down"))
+    try:
+        user = await asyncio.to_thread(state.access.check, channels, request.headers)
+    except LimitExceeded as exc:
+        return _refuse(state, request, exc)
+
+    proto = PROTOCOL_VERSION if request.query.get("proto", "") == str(PROTOCOL_VERSION) else 1
+    peer = f"{request.remote}" + (f" user={user}" if user else "")
+    sub = Subscriber(channels, protocol=proto, peer=peer, max_buffer_bytes=cfg.max_subscriber_buffer_bytes)
+    if proto >= 2:
+        sub.offer(encode_message(Hello(protocol=PROTOCOL_VERSION, server=SERVER_NAME, channels=channels)))
+    try:
+        await state.hub.subscribe(sub)
+    except LimitExceeded as exc:
+        return _refuse(state, request, exc)
+
+    writer: asyncio.Task[None] | None = None
+    try:
+        await ws.prepare(request)
+        _set_nodelay(request)
+        writer = asyncio.get_running_loop().create_task(_writer(ws, sub))
+        sub.on_overload = _kick_slow(state, request, ws, writer)
+        state.connections[sub] = ws
+        state.stats.subscribes += 1
+        log.info("subscribe peer=%s channels=%s proto=%d", peer, ",".join(channels), proto)
+        await _read_loop(state, ws, sub)
+    finally:
+        sub.close()
+        state.connections.pop(sub, None)
+        await state.hub.unsubscribe(sub)
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        if not ws.closed and ws.prepared:
+            await ws.close()
+        if writer is not None:
+            state.stats.unsubscribes += 1
+            log.info("unsubscribe peer=%s channels=%s close_code=%s", peer, ",".join(channels), ws.close_code)
+    return ws
+
+
+async def _read_loop(state: RelayState, ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    async for msg in ws:
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            await _on_client_frame(state, sub, msg.data)
+        elif msg.type == WSMsgType.ERROR:
+            state.stats.rejected += 1
+            log.warning(
+                "websocket error from %s (%s): %s; closing %s",
+                sub.peer,
+                ",".join(sub.channels),
+                type(ws.exception()).__name__,
+                ws.close_code,
+            )
+    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+        state.stats.rejected += 1
+        log.warning(
+            "websocket message from %s larger than max_ws_message_bytes=%d; closed 1009",
+            sub.peer,
+            state.config.max_ws_message_bytes,
+        )
+
+
+async def _on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes) -> None:
+    try:
+        msg = parse_client_message(data)
+    except ProtocolError as exc:
+        state.stats.rejected += 1
+        log.warning("bad frame from %s: %s", sub.peer, exc)
+        sub.offer(encode_message(ServerError(str(exc)[:200])))
+        return
+    if msg == PING:
+        sub.offer(PONG)
+        return
+    if isinstance(msg, str):  # PONG
+        return
+    if isinstance(msg, Ack):
+        outcome = Outcome("ack", via="ws")
+    else:
+        body = msg.body if msg.body is not None else {}
+        outcome = Outcome("reply", json.dumps(body, ensure_ascii=False, separators=(",", ":")), via="ws")
+    result = await state.hub.resolve(msg.request_id, outcome, channels=sub.channel_set)
+    if result is not Resolution.OK:
+        state.stats.rejected += 1
+        log.warning(
+            "%s from %s refused: %s (request_id=%s)", outcome.kind, sub.peer, result.value, msg.request_id
+        )
+        sub.offer(encode_message(ServerError(result.value, msg.request_id)))
