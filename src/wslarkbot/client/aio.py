@@ -1,0 +1,473 @@
+"""``AsyncClient``: the asyncio core of the bot-side WebSocket client.
+
+One WebSocket to the relay carries the envelopes of every bot of the client:
+``{ws}://{server}/sub/{app_id1,app_id2}?proto=2`` (app mode) or ``/sub/{org_name}?proto=2`` with basic
+auth (org mode, dispatching by the envelope's ``x-app-id``). The first frame decides the protocol: a
+``hello`` means protocol 2 (replies and acks on the socket), an envelope means an original nchan relay
+(replies by ``POST /sub/<request_id>``, no acks). See :mod:`wslarkbot.wire` and
+:mod:`wslarkbot.client.dispatch` for what is answered when.
+
+Reconnection is a loop, not recursion. We do not use websockets' ``async for ws in connect(...)``
+iterator here, although STYLE.md holds it up as the model: it reconnects *immediately* after a connection
+that opened and then dropped (a relay that accepts and closes would be hammered), resets its backoff after
+every handshake, and its delays cannot be injected. The loop below keeps the model's ideas -- a
+``process_exception``-like classification (the ``except`` clauses of ``_connect_loop``) and a jittered
+:func:`~wslarkbot.client.backoff.backoff` that resets after a good connection -- with an injectable
+policy. A *good* connection delivered a ``hello`` or stayed up ``stable_after`` seconds.
+
+HTTP 401/403 on the handshake (wrong org password) is logged at error level and retried every
+``auth_retry_delay`` seconds (default 60: the relay may be restarted with a fixed htpasswd); pass
+``auth_retry_delay=None`` to stop instead (``run()`` raises :class:`RelayAuthError`).
+
+Dead connections are found by WebSocket pings (``ping_interval``/``ping_timeout``, RFC 6455 §5.5.2);
+the relay's text ``PING`` (nchan's heartbeat) is answered with ``PONG``.
+
+Example::
+
+    async with AsyncClient(bot, server="relay.example.com") as client:
+        await client.wait_ready()
+        ...                      # the client runs in a task until the block ends
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from types import TracebackType
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from .. import wire
+from ..exceptions import ConfigurationError, ProtocolError
+from .backoff import ReconnectPolicy, backoff, constant
+from .config import Endpoint, resolve_endpoint
+from .connection import (
+    Connection,
+    ConnectOptions,
+    ReconnectGaveUp,
+    RelayAuthError,
+    close_reason,
+    open_connection,
+)
+from .dispatch import BotLike, Dispatcher, ReplySink
+from .sinks import HttpReplySink, WebSocketReplySink
+from .status import ClientStatus
+
+__all__ = ["AsyncClient", "ReconnectGaveUp", "RelayAuthError"]
+
+logger = logging.getLogger("wslarkbot.client")
+
+
+class AsyncClient:
+    """Connects bots to a wslarkbot relay (or an original nginx+nchan relay) and runs their handlers.
+
+    Args:
+        *bot: ``Bot`` instances (anything with ``app_id``, ``parse`` and ``aprocess_message``).
+        bots: more bots (the original's ``bots=`` list).
+        server: ``host[:port]``, no scheme; default ``$WSLARKBOT_SERVER`` (else ConfigurationError).
+        protocol: ``"https"`` (wss) or ``"http"`` (ws); default ``$WSLARKBOT_PROTOCOL``, else http for
+            localhost/127.x servers and https otherwise.
+        org_name / org_passwd: org mode: subscribe to the organisation's channel (``org_...``) with basic
+            auth; envelopes are dispatched by their ``x-app-id``.
+        reconnect_delays: policy (see :mod:`~wslarkbot.client.backoff`); default full-jitter backoff
+            0.5 s doubling to 30 s, forever.
+        auth_retry_delay: seconds between attempts after HTTP 401/403; None: stop with RelayAuthError.
+        stable_after: a connection up this long (or that sent a hello) resets the backoff.
+        ping_interval / ping_timeout / open_timeout: WebSocket keepalive and handshake timeouts.
+        max_workers: threads for ``def`` handlers (ignored when ``executor`` is given).
+        max_in_flight: envelopes handled at once; beyond it the client stops reading (backpressure).
+        ack_after: seconds after receipt at which a still-running event is acked (protocol 2).
+        shutdown_grace: seconds ``stop()`` lets in-flight handlers finish and answer.
+        reply_wait: seconds an answer waits for a reconnection before being dropped.
+        max_size: largest frame accepted from the relay, in bytes.
+        executor: run ``def`` handlers here instead of a private ThreadPoolExecutor (not shut down).
+
+    Raises:
+        ConfigurationError: no server, bad protocol, a bot without ``app_id``, duplicate app ids.
+    """
+
+    def __init__(
+        self,
+        *bot: BotLike,
+        bots: Iterable[BotLike] | None = None,
+        server: str | None = None,
+        protocol: str | None = None,
+        org_name: str = "",
+        org_passwd: str = "",
+        reconnect_delays: ReconnectPolicy | None = None,
+        auth_retry_delay: float | None = 60.0,
+        stable_after: float = 10.0,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 10.0,
+        open_timeout: float = 10.0,
+        max_workers: int = 16,
+        max_in_flight: int = 64,
+        ack_after: float = 2.5,
+        shutdown_grace: float = 10.0,
+        reply_wait: float = 5.0,
+        max_size: int = 4 * 1024 * 1024,
+        executor: Executor | None = None,
+    ) -> None:
+        self.endpoint: Endpoint = resolve_endpoint(server, protocol, org_name=org_name, org_passwd=org_passwd)
+        self._bots: dict[str, BotLike] = {}
+        for b in (*bot, *(bots or ())):
+            self._register(b)
+        if max_workers < 1:
+            raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
+        if auth_retry_delay is not None and auth_retry_delay < 0:
+            raise ConfigurationError("auth_retry_delay must be >= 0 or None")
+        self._policy: ReconnectPolicy = reconnect_delays or backoff
+        self._auth_retry_delay = auth_retry_delay
+        self._stable_after = stable_after
+        self._connect_options = ConnectOptions(open_timeout, ping_interval, ping_timeout, max_size)
+        self._max_workers = max_workers
+        self._max_in_flight = max_in_flight
+        self._ack_after = ack_after
+        self._shutdown_grace = shutdown_grace
+        self._reply_wait = reply_wait
+        self._user_executor = executor
+        self.status = ClientStatus()
+        # Cross-thread stop requests (sync Client.stop) before or while run() sets up its loop.
+        self._lock = threading.Lock()
+        self._stop_requested = False
+        self._forced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._interrupt: asyncio.Event | None = None  # stop or resubscribe: leave the current connection
+        self._ready: asyncio.Event | None = None  # a protocol-2 connection is open
+        self._conn: Connection | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._finished: asyncio.Event | None = None  # set when run() returns
+
+    # -- bots ----------------------------------------------------------------------------------------
+
+    def _register(self, bot: BotLike) -> None:
+        app_id = getattr(bot, "app_id", None)
+        if not isinstance(app_id, str) or not app_id:
+            raise ConfigurationError(f"{bot!r} has no app_id")
+        if app_id in self._bots and self._bots[app_id] is not bot:
+            raise ConfigurationError(f"two bots with app_id {app_id!r}")
+        self._bots[app_id] = bot
+
+    @property
+    def bots(self) -> list[BotLike]:
+        """The bots, in the order they were added."""
+        return list(self._bots.values())
+
+    def hook_urls(self) -> dict[str, str]:
+        """``{app_id: URL to paste into the Feishu console}``."""
+        return {app_id: self.endpoint.hook_url(app_id) for app_id in self._bots}
+
+    def add_bot(self, bot: BotLike) -> None:
+        """Add a bot, also while running. App mode reconnects to subscribe to the new channel list
+        (handlers in flight keep running and answer on the new connection); org mode just dispatches
+        the new app id. Call it from the client's event loop (the sync ``Client`` does that for you).
+        """
+        new = bot.app_id not in self._bots
+        self._register(bot)
+        logger.info("bot %s added; hook URL %s", bot.app_id, self.endpoint.hook_url(bot.app_id))
+        if new and not self.endpoint.org_mode and self._interrupt is not None:
+            self._interrupt.set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Ask ``run()`` to stop; safe from any thread and before ``run()`` starts. Returns at once.
+
+        ``force`` skips the grace period: envelopes in flight are cancelled unanswered (a ``def``
+        handler already running in a thread still runs to its end; Python waits for it at exit).
+        """
+        with self._lock:
+            self._stop_requested = True
+            self._forced = self._forced or force
+            loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._signal_stop)
+
+    def _signal_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self._interrupt is not None:
+            self._interrupt.set()
+        if self._forced and self._dispatcher is not None:
+            self._dispatcher.cancel()
+
+    def _grace(self) -> float:
+        return 0.0 if self._forced else self._shutdown_grace
+
+    async def stop(self) -> None:
+        """Stop (graceful: in-flight handlers get ``shutdown_grace`` seconds) and wait for ``run()``
+        when it runs on this event loop. Errors of ``run()`` are raised by ``run()``, not here."""
+        self.request_stop()
+        finished = self._finished
+        if finished is not None and self._loop is asyncio.get_running_loop():
+            await finished.wait()
+
+    async def __aenter__(self) -> AsyncClient:
+        self._runner = asyncio.create_task(self.run(), name="wslarkbot-client")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        runner = self._runner
+        self.request_stop()
+        if runner is not None:
+            try:
+                await runner
+            finally:
+                self._runner = None
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until a connection is open and its protocol known (hello, or a first envelope)."""
+        return await asyncio.to_thread(
+            self.status.wait_for, lambda s: s.connected and s.protocol is not None, timeout
+        )
+
+    async def run(self) -> None:
+        """Connect and serve until :meth:`stop` (or until the reconnect policy gives up).
+
+        Raises:
+            RelayAuthError: HTTP 401/403 and ``auth_retry_delay`` is None.
+            ReconnectGaveUp: the reconnect policy ran out of delays.
+            ConfigurationError: already running, or no bot.
+        """
+        with self._lock:
+            if self._loop is not None:
+                raise ConfigurationError("this client is already running")
+            self._loop = asyncio.get_running_loop()
+            stop_requested = self._stop_requested
+        self._stop_event = asyncio.Event()
+        self._interrupt = asyncio.Event()
+        self._ready = asyncio.Event()
+        finished = self._finished = asyncio.Event()
+        if stop_requested:
+            self._signal_stop()
+        executor = self._user_executor or ThreadPoolExecutor(
+            self._max_workers, thread_name_prefix="wslarkbot-handler"
+        )
+        self._dispatcher = Dispatcher(
+            executor=executor,
+            max_in_flight=self._max_in_flight,
+            ack_after=self._ack_after,
+            status=self.status,
+        )
+        http = httpx.AsyncClient()
+        ws_sink = WebSocketReplySink(self._current_ws, self.status)
+        http_sink = HttpReplySink(http, self.endpoint, self.status)
+        try:
+            await self._connect_loop(ws_sink, http_sink)
+        finally:
+            try:
+                await self._dispatcher.drain(self._grace())
+                await self._dispatcher.cancel_all()
+            finally:
+                if executor is not self._user_executor:
+                    executor.shutdown(wait=False, cancel_futures=True)
+                await http.aclose()
+                with self._lock:
+                    self._loop = None
+                    self._stop_requested = self._forced = False
+                self._stop_event = self._interrupt = self._ready = self._finished = None
+                self.status.update(connected=False, protocol=None)
+                finished.set()
+                logger.info("client stopped")
+
+    # -- connection loop -----------------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self._stop_event is not None and self._stop_event.is_set()
+
+    async def _connect_loop(self, ws_sink: ReplySink, http_sink: ReplySink) -> None:
+        assert self._interrupt is not None and self._stop_event is not None  # set by run()
+        delays: Iterator[float] = self._policy()
+        while not self._stopping():
+            self._interrupt.clear()
+            good = False
+            error: BaseException | None = None
+            try:
+                ws = await open_connection(
+                    self.endpoint.sub_url(list(self._bots)),
+                    self.endpoint.auth_headers(),
+                    self._connect_options,
+                    self._stop_event,
+                )
+                if ws is None:  # stopped while connecting
+                    break
+                async with ws:
+                    good = await self._serve(ws, ws_sink, http_sink)
+            except InvalidStatus as exc:
+                code = exc.response.status_code
+                if code in (401, 403):
+                    await self._auth_failed(code)
+                    delays = self._policy()
+                    continue
+                error = exc
+                detail = exc.response.body[:200].decode("utf-8", "replace") if exc.response.body else ""
+                self._failed(f"handshake refused with HTTP {code} {detail}".rstrip())
+            except InvalidURI as exc:
+                raise ConfigurationError(f"invalid relay URL: {exc}") from exc
+            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed, asyncio.TimeoutError) as exc:
+                error = exc
+                self._failed(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug: log it loudly, but keep the bots connected
+                error = exc
+                logger.exception("unexpected error on the relay connection; reconnecting")
+                self._failed(f"{type(exc).__name__}")
+            if self._stopping():
+                break
+            if good:
+                delays = self._policy()
+            if self._interrupt.is_set():  # resubscribe (add_bot): reconnect at once
+                continue
+            try:
+                delay = next(delays)
+            except StopIteration:
+                raise ReconnectGaveUp(f"gave up reconnecting to {self.endpoint.server}") from error
+            logger.info("reconnecting to %s in %.2fs", self.endpoint.server, delay)
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds or until stopped."""
+        assert self._stop_event is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), delay)
+
+    def _failed(self, reason: str) -> None:
+        self.status.update(last_error=reason)
+        self.status.incr("failures")
+        logger.warning("connection to relay %s failed: %s", self.endpoint.server, reason)
+
+    async def _auth_failed(self, code: int) -> None:
+        self.status.update(last_error=f"HTTP {code}: subscription refused")
+        self.status.incr("failures", "auth_failures")
+        who = f"organisation {self.endpoint.org_name!r}" if self.endpoint.org_mode else "these app channels"
+        if self._auth_retry_delay is None:
+            logger.error(
+                "relay %s refused %s (HTTP %s): check org_name/org_passwd; giving up",
+                self.endpoint.server,
+                who,
+                code,
+            )
+            raise RelayAuthError(f"relay refused the subscription (HTTP {code}): wrong org name or password?")
+        logger.error(
+            "relay %s refused %s (HTTP %s): check org_name/org_passwd; retrying in %.0fs",
+            self.endpoint.server,
+            who,
+            code,
+            self._auth_retry_delay,
+        )
+        await self._sleep(next(constant(self._auth_retry_delay)))
+
+    async def _serve(self, ws: ClientConnection, ws_sink: ReplySink, http_sink: ReplySink) -> bool:
+        """Serve one connection until it closes or we are interrupted. Returns True if it was *good*."""
+        assert self._interrupt is not None and self._dispatcher is not None and self._ready is not None
+        loop = asyncio.get_running_loop()
+        conn = Connection(ws, loop.time())
+        self._conn = conn
+        self.status.update(connected=True, protocol=None)
+        self.status.incr("connections")
+        channels = ", ".join(self.endpoint.channels(list(self._bots)))
+        logger.info("connected to relay %s (%s)", self.endpoint.server, channels)
+        receiver = asyncio.create_task(self._receive(conn, ws_sink, http_sink))
+        interrupted = asyncio.create_task(self._interrupt.wait())
+        try:
+            await asyncio.wait({receiver, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver.done():
+                exc = receiver.exception()
+                if exc is not None and not isinstance(exc, ConnectionClosed):
+                    raise exc
+                self._failed(close_reason(ws))
+            else:
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await receiver
+                if self._stopping():
+                    # Graceful stop: stop reading, let handlers answer on this open socket, then close.
+                    if not await self._dispatcher.drain(self._grace()):
+                        logger.warning("%d handler(s) still running at shutdown", self._dispatcher.in_flight)
+                    await ws.close(1001, "client stopping")
+                else:
+                    await ws.close(1000, "resubscribing")
+        finally:
+            interrupted.cancel()
+            receiver.cancel()
+            self._conn = None
+            self._ready.clear()
+            self.status.update(connected=False)
+        return conn.protocol == 2 or loop.time() - conn.opened_at >= self._stable_after
+
+    async def _current_ws(self) -> ClientConnection | None:
+        """The open protocol-2 connection, waiting up to ``reply_wait`` s for a reconnection."""
+        if self._ready is None or self._stop_event is None:
+            return None
+        if not self._ready.is_set():
+            if self._stopping():
+                return None
+            waiters = [
+                asyncio.ensure_future(self._ready.wait()),
+                asyncio.ensure_future(self._stop_event.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=self._reply_wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        conn = self._conn
+        if conn is None or conn.protocol != 2 or not self._ready.is_set():
+            return None
+        return conn.ws
+
+    async def _receive(self, conn: Connection, ws_sink: ReplySink, http_sink: ReplySink) -> None:
+        """Read frames until the connection closes; hand envelopes to the dispatcher."""
+        assert self._dispatcher is not None and self._ready is not None
+        loop = asyncio.get_running_loop()
+        async for frame in conn.ws:
+            try:
+                msg = wire.parse_server_message(frame)
+            except ProtocolError as exc:
+                logger.warning("ignoring a frame from the relay that does not parse (%s)", exc)
+                continue
+            if msg == wire.PING:
+                await conn.ws.send(wire.PONG)
+            elif isinstance(msg, wire.Hello):
+                if conn.protocol is None:
+                    conn.protocol = 2
+                    self._ready.set()
+                    self.status.update(protocol=2)
+                    self.status.incr("hellos")
+                    logger.info("relay speaks protocol %s; channels %s", msg.protocol, ",".join(msg.channels))
+            elif isinstance(msg, wire.ServerError):
+                self.status.incr("server_errors")
+                rid = msg.request_id or "-"
+                logger.warning("relay refused an answer for request %s: %s", rid, msg.reason)
+            elif isinstance(msg, wire.Envelope):
+                if conn.protocol is None:
+                    conn.protocol = 1
+                    self.status.update(protocol=1)
+                    logger.info("relay speaks the original protocol: replies by HTTP POST, no acks")
+                await self._dispatch(msg, ws_sink if conn.protocol == 2 else http_sink, loop.time())
+
+    async def _dispatch(self, env: wire.Envelope, sink: ReplySink, received_at: float) -> None:
+        assert self._dispatcher is not None
+        self.status.incr("received")
+        rid = env.request_id or "-"
+        bot = self._bots.get(env.app_id)
+        if bot is None and not env.app_id and len(self._bots) == 1:
+            bot = next(iter(self._bots.values()))  # a relay that does not send x-app-id
+        if bot is None:
+            self.status.incr("unknown_app")
+            logger.warning("request %s: no bot for app id %r here; not acknowledged", rid, env.app_id)
+            return
+        await self._dispatcher.submit(bot, env.to_dict(), sink, request_id=rid, received_at=received_at)

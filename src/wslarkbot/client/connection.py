@@ -1,0 +1,104 @@
+"""One WebSocket connection to the relay: opening it (interruptible), its state, why it ended.
+
+Also the client's own errors. No policy here: :class:`~wslarkbot.client.aio.AsyncClient` decides when to
+connect and what a failure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from ..exceptions import ConfigurationError, WslarkbotError
+
+__all__ = [
+    "ConnectOptions",
+    "Connection",
+    "ReconnectGaveUp",
+    "RelayAuthError",
+    "close_reason",
+    "open_connection",
+]
+
+USER_AGENT = "wslarkbot-client"
+
+
+class RelayAuthError(ConfigurationError):
+    """The relay refused the subscription with HTTP 401/403 and ``auth_retry_delay`` is None."""
+
+
+class ReconnectGaveUp(WslarkbotError):
+    """The reconnect policy's delays ran out; ``__cause__`` is the last connection error."""
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """websockets ``connect()`` settings. Pings (RFC 6455 §5.5.2) every ``ping_interval`` s; a pong
+    missing for ``ping_timeout`` s closes the connection (1011), so a dead relay is noticed."""
+
+    open_timeout: float = 10.0
+    ping_interval: float | None = 10.0
+    ping_timeout: float | None = 10.0
+    max_size: int = 4 * 1024 * 1024
+
+
+@dataclass
+class Connection:
+    """State of one open connection. ``protocol``: 2 after a hello, 1 after an envelope came first."""
+
+    ws: ClientConnection
+    opened_at: float
+    protocol: int | None = None
+
+
+async def open_connection(
+    url: str, headers: Mapping[str, str], options: ConnectOptions, stop: asyncio.Event
+) -> ClientConnection | None:
+    """Open a connection (RFC 6455 §4.1 handshake), or return None if ``stop`` is set meanwhile, so a stop
+    never waits for ``open_timeout`` against an unreachable relay.
+
+    Raises:
+        What websockets' ``connect()`` raises: ``InvalidStatus`` (HTTP 401, 403, 503, ...), ``OSError``,
+        ``TimeoutError``, ``InvalidHandshake``, ``InvalidURI``.
+    """
+
+    async def handshake() -> ClientConnection:
+        return await connect(
+            url,
+            additional_headers=dict(headers),
+            open_timeout=options.open_timeout,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            max_size=options.max_size,
+            user_agent_header=USER_AGENT,
+        )
+
+    opening = asyncio.ensure_future(handshake())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await opening  # let a cancelled handshake finish unwinding
+    if opening.cancelled():
+        return None
+    ws = opening.result()  # raises the handshake's error
+    if stop.is_set():
+        await ws.close(1001, "client stopping")
+        return None
+    return ws
+
+
+def close_reason(ws: ClientConnection) -> str:
+    """A one-line description of how ``ws`` ended, for logs and ``status.last_error``."""
+    rcvd = ws.protocol.close_rcvd
+    if rcvd is None:
+        return "connection lost (no close frame)"
+    return f"closed by relay ({rcvd.code} {rcvd.reason})".rstrip()

@@ -1,0 +1,206 @@
+"""Bounded, off-loop handling of envelopes and the reply/ack rules of protocol 2.
+
+The receive loop calls :meth:`Dispatcher.submit` for each envelope. ``submit`` waits while
+``max_in_flight`` envelopes are being handled (backpressure: the loop stops reading, the relay's buffer
+fills up, the relay sheds load), then starts one task per envelope and returns. Each task:
+
+1. ``bot.parse(envelope)`` -- verification only, on the loop (cheap). A ``RequestRejected`` is logged at
+   warning level with the request id and answered with nothing: the relay answers Feishu 504 and Feishu
+   retries, while the operator fixes the configuration.
+2. runs the bot (``bot.adispatch`` / ``bot.aprocess_message``): ``async def`` handlers on the loop,
+   ``def`` handlers in the bounded executor, so a slow handler never blocks heartbeats or other bots.
+3. answers through a :class:`ReplySink`:
+
+   * a challenge or callback (``FeishuRequest.expects_reply``): ``Reply`` with the response when the bot
+     is done; nothing early, however long it takes (only the response is useful to Feishu). A callback
+     whose handler raised gets nothing (the relay answers 504 at its deadline, as a webhook would 500).
+   * an event: ``Ack`` when the handler finishes, or ``ack_after`` seconds after receipt if it is still
+     running (so Feishu, which wants a 200 within 3 s, does not retry while an LLM thinks), whichever
+     comes first; exactly one ack. Events are acked even when their handler raised (logged by the bot):
+     at-most-once handling, as Feishu's retry would run the failed handler again with its side effects.
+   * the original protocol (``sink.acks`` false): only non-None results are sent (HTTP POST).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from typing import Any, Protocol, runtime_checkable
+
+from ..events import FeishuRequest
+from ..exceptions import ConfigurationError, RequestRejected
+from .status import ClientStatus
+
+__all__ = ["BotLike", "Dispatcher", "ReplySink"]
+
+logger = logging.getLogger("wslarkbot.client")
+
+
+@runtime_checkable
+class BotLike(Protocol):
+    """What the client needs from a bot (``wslarkbot.Bot`` and its subclasses)."""
+
+    app_id: str
+
+    def parse(self, message: Any) -> FeishuRequest: ...
+
+    async def aprocess_message(self, message: Any, *, executor: Executor | None = None) -> Any: ...
+
+
+class ReplySink(Protocol):
+    """Where answers go: the WebSocket (protocol 2) or HTTP POSTs (original protocol)."""
+
+    #: True when the relay understands acks (protocol 2).
+    acks: bool
+
+    async def reply(self, request_id: str, body: Any) -> None: ...
+
+    async def ack(self, request_id: str) -> None: ...
+
+
+async def _run_bot(bot: BotLike, message: Mapping[str, Any], executor: Executor) -> tuple[Any, bool]:
+    """(response, handler_failed). Uses ``adispatch`` when the bot has it, to know about failures."""
+    adispatch = getattr(bot, "adispatch", None)
+    if adispatch is not None:
+        result = await adispatch(message, executor=executor)
+        return result.response, bool(result.handler_failed)
+    return await bot.aprocess_message(message, executor=executor), False
+
+
+class Dispatcher:
+    """Runs envelopes off the receive loop, at most ``max_in_flight`` at once.
+
+    Args:
+        executor: runs ``def`` handlers (the client's bounded ``ThreadPoolExecutor``).
+        max_in_flight: envelopes handled concurrently; ``submit`` waits when this many are running.
+        ack_after: seconds after receipt at which a still-running event is acked.
+        status: counters to update.
+        clock: monotonic seconds (``loop.time`` by default); ``received_at`` values use it.
+    """
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        max_in_flight: int = 64,
+        ack_after: float = 2.5,
+        status: ClientStatus | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if ack_after < 0:
+            raise ConfigurationError(f"ack_after must be >= 0, got {ack_after}")
+        self._executor = executor
+        self._max = max_in_flight
+        self._ack_after = ack_after
+        self._status = status or ClientStatus()
+        self._clock = clock
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    @property
+    def in_flight(self) -> int:
+        """Envelopes being handled now."""
+        return len(self._tasks)
+
+    async def submit(
+        self,
+        bot: BotLike,
+        message: Mapping[str, Any],
+        sink: ReplySink,
+        *,
+        request_id: str,
+        received_at: float | None = None,
+    ) -> asyncio.Task[None]:
+        """Wait for a free slot, then start handling ``message`` (the envelope as a dict) in a task."""
+        if received_at is None:
+            received_at = self.now()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._max)
+        await self._slots.acquire()
+        task = asyncio.create_task(
+            self._handle(bot, message, sink, request_id, received_at), name=f"wslarkbot-request-{request_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._slots is not None:
+            self._slots.release()
+        if not task.cancelled() and task.exception() is not None:  # pragma: no cover - _handle catches
+            logger.error("request task failed", exc_info=task.exception())
+
+    async def drain(self, timeout: float | None) -> bool:
+        """Wait until every envelope is handled (replies sent). True when none is left."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not self._tasks
+
+    def cancel(self) -> None:
+        """Request cancellation of every envelope in flight (``def`` handlers already running in a thread
+        run to their end, unanswered)."""
+        for task in self._tasks:
+            task.cancel()
+
+    async def cancel_all(self) -> None:
+        """Cancel what is still running and wait for the tasks to end."""
+        tasks = set(self._tasks)
+        self.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(
+        self, bot: BotLike, message: Mapping[str, Any], sink: ReplySink, rid: str, received_at: float
+    ) -> None:
+        try:
+            request = bot.parse(message)
+        except RequestRejected as exc:
+            self._rejected(bot, rid, exc)
+            return
+        early_ack = sink.acks and not request.expects_reply
+        work = asyncio.ensure_future(_run_bot(bot, message, self._executor))
+        acked = False
+        try:
+            if early_ack:
+                remaining = self._ack_after - (self.now() - received_at)
+                done, _ = await asyncio.wait({work}, timeout=max(0.0, remaining))
+                if not done:
+                    logger.debug("request %s: handler still running at ack_after, acking", rid)
+                    await sink.ack(rid)
+                    acked = True
+            response, failed = await work
+        except RequestRejected as exc:
+            self._rejected(bot, rid, exc)
+            return
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        except Exception:
+            logger.exception("request %s for %s: bot failed", rid, bot.app_id)
+            return
+        if acked:
+            if response is not None:
+                logger.warning("request %s: late response dropped (event already acked)", rid)
+            return
+        if response is not None:
+            await sink.reply(rid, response)
+        elif request.expects_reply and failed:
+            logger.warning("request %s: callback handler failed; no response sent", rid)
+        elif sink.acks:
+            await sink.ack(rid)
+
+    def _rejected(self, bot: BotLike, rid: str, exc: RequestRejected) -> None:
+        self._status.incr("rejected")
+        # The exception's class says why (signature, token, decrypt, body); its text holds no secrets,
+        # but payload details stay out of the log anyway.
+        logger.warning(
+            "request %s for %s rejected (%s); not acknowledged", rid, bot.app_id, type(exc).__name__
+        )

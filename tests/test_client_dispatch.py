@@ -1,0 +1,214 @@
+"""Dispatcher: what is answered when (replies, acks, nothing), bounded concurrency. No sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from wslarkbot import wire
+from wslarkbot.bot import Bot
+from wslarkbot.client import ClientStatus, Dispatcher
+from wslarkbot.sim import payloads
+from wslarkbot.sim.app import SimApp
+from wslarkbot.sim.protocol import RequestKind, build_request
+
+WAIT = 5.0  # upper bound for anything that should happen promptly
+
+
+class RecordingSink:
+    """A ReplySink that records what it was asked to send and lets tests await it."""
+
+    def __init__(self, *, acks: bool = True) -> None:
+        self.acks = acks
+        self.sent: list[tuple[str, str, Any]] = []
+        self._changed = asyncio.Condition()
+
+    async def _record(self, item: tuple[str, str, Any]) -> None:
+        async with self._changed:
+            self.sent.append(item)
+            self._changed.notify_all()
+
+    async def reply(self, request_id: str, body: Any) -> None:
+        await self._record(("reply", request_id, body))
+
+    async def ack(self, request_id: str) -> None:
+        await self._record(("ack", request_id, None))
+
+    async def wait_for(self, predicate: Callable[[list[tuple[str, str, Any]]], bool]) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.sent)), WAIT)
+
+
+def envelope(app: SimApp, payload: dict[str, Any], kind: RequestKind, request_id: str) -> dict[str, Any]:
+    """The envelope a relay would push for ``payload`` sent by Feishu."""
+    req = build_request(
+        app, payload, kind=kind, timestamp=str(int(time.time())), nonce="nonce", request_id=request_id
+    )
+    env = wire.Envelope.from_request(
+        req.headers, req.body, app_id=app.app_id, org_id="hook", request_id=request_id
+    )
+    return env.to_dict()
+
+
+@pytest.fixture
+def app() -> SimApp:
+    return SimApp.random()
+
+
+@pytest.fixture
+def bot(app: SimApp) -> Bot:
+    return Bot(app.app_id, app.app_secret, app.verification_token, app.encrypt_key)
+
+
+@pytest.fixture
+async def executor() -> AsyncIterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(4)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def make_dispatcher(executor: ThreadPoolExecutor, **kwargs: Any) -> Dispatcher:
+    return Dispatcher(executor=executor, status=kwargs.pop("status", ClientStatus()), **kwargs)
+
+
+async def test_challenge_is_answered_with_a_reply(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    sink = RecordingSink()
+    d = make_dispatcher(executor)
+    env = envelope(app, payloads.url_verification(app, "ch-1"), "url_verification", "r1")
+    await d.submit(bot, env, sink, request_id="r1")
+    await sink.wait_for(lambda s: len(s) == 1)
+    assert sink.sent == [("reply", "r1", {"challenge": "ch-1"})]
+
+
+async def test_fast_event_is_acked_once_when_its_handler_finishes(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    seen: list[str] = []
+    bot.on_text(lambda event: seen.append(event.text))
+    sink = RecordingSink()
+    d = make_dispatcher(executor, ack_after=10.0)
+    await d.submit(bot, envelope(app, payloads.text_message(app, "hi"), "event", "r2"), sink, request_id="r2")
+    assert await d.drain(WAIT)
+    assert seen == ["hi"]
+    assert sink.sent == [("ack", "r2", None)]
+
+
+async def test_slow_event_is_acked_at_ack_after_while_the_handler_still_runs(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    gate = threading.Event()
+    finished = threading.Event()
+
+    @bot.on_text
+    def slow(event: Any) -> None:
+        gate.wait(WAIT)
+        finished.set()
+
+    sink = RecordingSink()
+    d = make_dispatcher(executor, ack_after=0.05)
+    await d.submit(bot, envelope(app, payloads.text_message(app, "x"), "event", "r3"), sink, request_id="r3")
+    await sink.wait_for(lambda s: len(s) == 1)
+    assert sink.sent == [("ack", "r3", None)]
+    assert not finished.is_set(), "acked before the handler finished"
+    gate.set()
+    assert await d.drain(WAIT)
+    assert sink.sent == [("ack", "r3", None)], "exactly one ack, nothing after the handler"
+
+
+async def test_slow_card_callback_gets_no_early_ack_only_its_reply(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    gate = threading.Event()
+    started = threading.Event()
+
+    @bot.on_card_action
+    def clicked(event: Any) -> dict[str, Any]:
+        started.set()
+        gate.wait(WAIT)
+        return {"toast": {"type": "success", "content": "done"}}
+
+    sink = RecordingSink()
+    d = make_dispatcher(executor, ack_after=0.01)
+    await d.submit(
+        bot, envelope(app, payloads.card_action(app, {"k": "v"}), "callback", "r4"), sink, request_id="r4"
+    )
+    assert await asyncio.to_thread(started.wait, WAIT)
+    assert not await d.drain(0.1), "still running well past ack_after"
+    assert sink.sent == []
+    gate.set()
+    await sink.wait_for(lambda s: len(s) == 1)
+    assert sink.sent == [("reply", "r4", {"toast": {"type": "success", "content": "done"}})]
+
+
+async def test_bad_signature_is_neither_acked_nor_answered(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    status = ClientStatus()
+    env = envelope(app, payloads.text_message(app, "x"), "event", "r5")
+    env["headers"]["x-lark-signature"] = "0" * 64
+    sink = RecordingSink()
+    d = make_dispatcher(executor, status=status)
+    await d.submit(bot, env, sink, request_id="r5")
+    assert await d.drain(WAIT)
+    assert sink.sent == []
+    assert status.rejected == 1
+
+
+async def test_event_whose_handler_raises_is_still_acked_but_failed_callback_gets_nothing(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    def boom(event: Any) -> None:
+        raise ValueError("handler bug")
+
+    bot.on_text(boom)
+    bot.on_card_action(boom)
+    sink = RecordingSink()
+    d = make_dispatcher(executor)
+    await d.submit(bot, envelope(app, payloads.text_message(app, "x"), "event", "e1"), sink, request_id="e1")
+    await d.submit(bot, envelope(app, payloads.card_action(app), "callback", "c1"), sink, request_id="c1")
+    assert await d.drain(WAIT)
+    assert sink.sent == [("ack", "e1", None)]
+
+
+async def test_original_protocol_sends_only_non_empty_results(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    sink = RecordingSink(acks=False)
+    d = make_dispatcher(executor, ack_after=0.0)
+    await d.submit(bot, envelope(app, payloads.text_message(app, "x"), "event", "e2"), sink, request_id="e2")
+    await d.submit(
+        bot,
+        envelope(app, payloads.url_verification(app, "ch"), "url_verification", "v2"),
+        sink,
+        request_id="v2",
+    )
+    assert await d.drain(WAIT)
+    assert sink.sent == [("reply", "v2", {"challenge": "ch"})]
+
+
+async def test_submit_waits_while_max_in_flight_envelopes_run(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    gate = threading.Event()
+    bot.on_text(lambda event: gate.wait(WAIT))
+    sink = RecordingSink()
+    d = make_dispatcher(executor, max_in_flight=1, ack_after=10.0)
+    await d.submit(bot, envelope(app, payloads.text_message(app, "1"), "event", "q1"), sink, request_id="q1")
+    second = asyncio.ensure_future(
+        d.submit(bot, envelope(app, payloads.text_message(app, "2"), "event", "q2"), sink, request_id="q2")
+    )
+    done, _ = await asyncio.wait({second}, timeout=0.1)
+    assert not done, "the second envelope waits for a free slot"
+    assert d.in_flight == 1
+    gate.set()
+    await asyncio.wait_for(second, WAIT)
+    assert await d.drain(WAIT)
+    assert [s[1] for s in sink.sent] == ["q1", "q2"]
