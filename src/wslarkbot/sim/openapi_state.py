@@ -1,0 +1,367 @@
+"""The fake Feishu OpenAPI's model: apps, tokens, messages, injected failures; no I/O (protocol.md §8, §11).
+
+:class:`OpenAPIState` answers one :class:`FakeRequest` at a time with an :class:`Answer`, the way Feishu
+would; :class:`~wslarkbot.sim.openapi_server.FakeOpenAPI` is this model served over HTTP. Use the model alone
+to test rules without sockets::
+
+    state = OpenAPIState()
+    state.add_app("cli_test", "secret")
+    request = FakeRequest("POST", TOKEN_PATH, body=b'{"app_id": "cli_test", "app_secret": "secret"}')
+    answer = state.answer(request, state.record(request))
+    assert answer.status == 200 and answer.body["tenant_access_token"].startswith("t-")
+
+What it models: tenant tokens (7200 s; a new one only when < 30 min remain, the old one stays valid; wrong
+secret -> error), ``Authorization: Bearer`` (missing -> 99991661, unknown/expired -> 99991663), message
+create (``receive_id_type`` required, ``uuid`` idempotency for 1 h), reply (``reply_in_thread``, threads),
+PATCH (interactive only, 14 days, 5 QPS per message -> 230020), ``interactive/v1/card/update`` (card token
+30 min, 2 uses), 50 requests/s per app on messaging -> HTTP 429 99991400 with ``x-ogw-ratelimit-*``
+headers, business errors as HTTP 400 ``{"code","msg"}``, ``X-Tt-Logid`` on every answer, and unknown
+paths as a plain-text 404. Codes that protocol.md does not fix are the ``CODE_*`` constants below.
+
+Time: token and card-token expiry, ``uuid`` windows and the 14-day PATCH rule use the injectable ``clock``;
+the per-second rate limits use ``monotonic`` (they are about real request bursts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .openapi_messages import CODE_VALIDATION, MessageStore, OpenAPIFailure, StoredMessage
+
+__all__ = ["TOKEN_PATH", "Answer", "FakeRequest", "OpenAPIState", "RecordedCall", "StoredMessage"]
+
+TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+TOKEN_LIFETIME = 7200
+TOKEN_RENEW_WINDOW = 1800  # a new token is issued only when less than 30 min remain
+
+CODE_NEED_TOKEN = 99991661
+CODE_TOKEN_INVALID = 99991663
+CODE_TOKEN_FORMAT = 99991671
+CODE_RATE_LIMIT = 99991400
+CODE_APP_UNKNOWN = 10003
+CODE_BAD_SECRET = 10014
+
+
+@dataclass(frozen=True)
+class FakeRequest:
+    """One HTTP request as the fake sees it: ``headers`` as received (any case), ``body`` raw bytes."""
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def header(self, name: str) -> str:
+        """A header's value, case-insensitively; ``""`` when absent."""
+        name = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == name), "")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to send back: ``body`` is JSON, or ``None`` for the plain-text 404 of unknown paths."""
+
+    status: int
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+    code: int  # the answer's ``code``; -1 for the 404
+
+
+@dataclass
+class RecordedCall:
+    """One request the fake received. ``headers`` keys are lower-case; Authorization is masked."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any
+    headers: dict[str, str]
+    app_id: str | None = None
+    token_seq: int | None = None  # 1 for the first token issued to the app, 2 for the next...
+    status: int | None = None  # filled in when answered
+    code: int | None = None
+
+
+@dataclass
+class _Token:
+    value: str
+    app_id: str
+    seq: int
+    expires_at: float
+
+
+@dataclass
+class _App:
+    app_id: str
+    secret: str
+    tenant_key: str
+    current: _Token | None = None
+    issued: int = 0
+    sent: deque[float] = field(default_factory=deque)
+
+
+@dataclass
+class _Injection:
+    kind: str  # "error" | "rate" | "token"
+    remaining: int
+    path_contains: str | None
+    code: int = 0
+    msg: str = ""
+    http_status: int = 400
+    reset: float = 0.0
+
+    def matches(self, path: str) -> bool:
+        if self.path_contains is None:
+            return path != TOKEN_PATH
+        return self.path_contains in path
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _parse_json(raw: bytes) -> tuple[Any, bool]:
+    """``(value, ok)``: an empty body is ``(None, True)``; a body that is not JSON is ``(None, False)``."""
+    if not raw:
+        return None, True
+    try:
+        return json.loads(raw), True
+    except ValueError:
+        return None, False
+
+
+class OpenAPIState:
+    """Feishu's OpenAPI rules and data. Thread-safe: one lock guards everything; readers may be any thread.
+
+    Args:
+        clock: epoch seconds for token / card-token expiry, ``uuid`` windows and message age.
+        app_rate_limit: messaging requests per second per app before HTTP 429.
+        patch_qps: PATCHes per second per message before 230020.
+        monotonic: the clock of the per-second rate limits.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, app_rate_limit: int = 50,
+                 patch_qps: int = 5, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._monotonic = monotonic
+        self._app_rate_limit = app_rate_limit
+        self._cond = threading.Condition()
+        self._apps: dict[str, _App] = {}
+        self._tokens: dict[str, _Token] = {}
+        self._injections: list[_Injection] = []
+        self._calls: list[RecordedCall] = []
+        self._store = MessageStore(self._throttle_app, self._tenant_key, clock=clock, monotonic=monotonic,
+                                   patch_qps=patch_qps)
+
+    # -- configuration and injection ------------------------------------------------------------------
+
+    def add_app(self, app_id: str, app_secret: str, tenant_key: str = "736588c9260f175e") -> None:
+        """Register a custom app that may fetch tokens."""
+        with self._cond:
+            self._apps[app_id] = _App(app_id, app_secret, tenant_key)
+
+    def issue_card_token(self, app_id: str | None = None, message_id: str | None = None,
+                         token: str | None = None) -> str:
+        """Register a ``c-...`` card token as a card callback carries: valid 30 min, 2 delayed updates.
+
+        Pass ``token`` to register one generated elsewhere (e.g. by the event simulator); a delayed
+        update through a token bound to ``message_id`` appends to that message's content history.
+        """
+        token = token or "c-" + secrets.token_hex(20)
+        with self._cond:
+            self._store.add_card_token(token, app_id, message_id)
+        return token
+
+    def add_message(self, message_id: str, app_id: str, msg_type: str, content: Any,
+                    chat_id: str = "oc_fake", thread_id: str | None = None) -> StoredMessage:
+        """Seed a message (e.g. a card the app sent earlier) so it can be replied to or patched."""
+        text = content if isinstance(content, str) else json.dumps(content)
+        msg = StoredMessage(message_id, app_id, msg_type, chat_id, [text], int(self._clock() * 1000),
+                            thread_id=thread_id)
+        with self._cond:
+            self._store.messages[message_id] = msg
+        return msg
+
+    def inject_error(self, code: int, msg: str, http_status: int = 400, path_contains: str | None = None,
+                     count: int = 1) -> None:
+        """Answer the next ``count`` matching requests with ``{"code": code, "msg": msg}``.
+
+        ``path_contains=None`` matches every path except the token endpoint.
+        """
+        self._inject(_Injection("error", count, path_contains, code, msg, http_status))
+
+    def inject_rate_limit(self, count: int = 1, reset: float = 0.05,
+                          path_contains: str | None = None) -> None:
+        """Answer the next ``count`` matching requests with HTTP 429 / 99991400 and ``reset``."""
+        self._inject(_Injection("rate", count, path_contains, CODE_RATE_LIMIT,
+                                "request trigger frequency limit", 429, reset))
+
+    def inject_token_invalid(self, count: int = 1) -> None:
+        """Answer the next ``count`` authorised calls with 99991663 and revoke the token they used."""
+        self._inject(_Injection("token", count, None, CODE_TOKEN_INVALID,
+                                "Invalid access token for authorization"))
+
+    def _inject(self, injection: _Injection) -> None:
+        with self._cond:
+            self._injections.append(injection)
+
+    # -- inspection ---------------------------------------------------------------------------------
+
+    @property
+    def calls(self) -> list[RecordedCall]:
+        """A snapshot of every request received, in arrival order."""
+        with self._cond:
+            return list(self._calls)
+
+    @property
+    def messages(self) -> dict[str, StoredMessage]:
+        """A snapshot of the message store, by message_id."""
+        with self._cond:
+            return dict(self._store.messages)
+
+    def calls_to(self, path_contains: str, method: str | None = None) -> list[RecordedCall]:
+        """Recorded calls whose path contains ``path_contains`` (and, if given, with ``method``)."""
+        return [c for c in self.calls if path_contains in c.path and (method is None or c.method == method)]
+
+    def wait_for_calls(self, match: str | Callable[[RecordedCall], bool], count: int = 1,
+                       timeout: float = 5.0, *, answered: bool = True) -> list[RecordedCall]:
+        """Block until ``count`` calls match (a path substring or a predicate), then return them all.
+
+        With ``answered=True`` only calls already answered count. Raises ``TimeoutError`` otherwise.
+        """
+        def pred(c: RecordedCall) -> bool:
+            ok = match in c.path if isinstance(match, str) else match(c)
+            return ok and (c.status is not None or not answered)
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: sum(map(pred, self._calls)) >= count, timeout):
+                raise TimeoutError(f"fewer than {count} calls matching {match!r} within {timeout} s")
+            return [c for c in self._calls if pred(c)]
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    def record(self, request: FakeRequest) -> RecordedCall:
+        """Record an arriving request, unanswered (``wait_for_calls(..., answered=False)`` sees it)."""
+        body, _ = _parse_json(request.body)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if "authorization" in headers:
+            bearer = headers["authorization"].startswith("Bearer ")
+            headers["authorization"] = "Bearer ***" if bearer else "***"
+        call = RecordedCall(request.method, request.path, dict(request.query), body, headers)
+        with self._cond:
+            self._calls.append(call)
+            self._cond.notify_all()
+        return call
+
+    def answer(self, request: FakeRequest, call: RecordedCall) -> Answer:
+        """Apply Feishu's rules to ``request`` (recorded as ``call``): update the state, say what to send."""
+        log_id = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._clock())) + secrets.token_hex(8).upper()
+        headers = {"X-Tt-Logid": log_id}
+        with self._cond:
+            try:
+                body, ok = _parse_json(request.body)
+                if not ok:
+                    raise OpenAPIFailure(CODE_VALIDATION, "request body is not JSON")
+                result = self._dispatch(request, call, body)
+                answer = Answer(200, result, headers, int(result.get("code", 0)))
+            except OpenAPIFailure as fail:
+                error = {"code": fail.code, "msg": fail.msg, "error": {"log_id": log_id}}
+                answer = Answer(fail.status, error, {**fail.headers, **headers}, fail.code)
+            except _NotFound:
+                answer = Answer(404, None, headers, -1)
+            call.status, call.code = answer.status, answer.code
+            self._cond.notify_all()
+        return answer
+
+    def _dispatch(self, request: FakeRequest, call: RecordedCall, body: Any) -> dict[str, Any]:
+        """Route one request; runs under the state lock; raises :class:`OpenAPIFailure` for error answers."""
+        path, method = request.path, request.method
+        for inj in self._injections:
+            if inj.kind != "token" and inj.remaining > 0 and inj.matches(path):
+                inj.remaining -= 1
+                if inj.kind == "rate":
+                    raise OpenAPIFailure(inj.code, inj.msg, 429, {
+                        "x-ogw-ratelimit-limit": str(self._app_rate_limit),
+                        "x-ogw-ratelimit-reset": str(inj.reset)})
+                raise OpenAPIFailure(inj.code, inj.msg, inj.http_status)
+        if path == TOKEN_PATH and method == "POST":
+            return self._issue_token(body, call)
+        m = re.fullmatch(r"/open-apis/im/v1/messages(?:/([^/]+))?(/reply)?", path)
+        target, reply = (m.group(1), m.group(2)) if m else (None, None)
+        handler: Callable[..., dict[str, Any]]
+        args: tuple[Any, ...]
+        if m and method == "POST" and not target:
+            handler, args = self._store.create, (request.query, body)
+        elif m and method == "POST" and target and reply:
+            handler, args = self._store.reply, (target, body)
+        elif m and method == "PATCH" and target and not reply:
+            handler, args = self._store.patch, (target, body)
+        elif m and method == "GET" and target and not reply:
+            handler, args = self._store.read, (target,)
+        elif path == "/open-apis/interactive/v1/card/update" and method == "POST":
+            handler, args = self._store.card_update, (body,)
+        else:
+            raise _NotFound
+        return handler(self._authorise(request.header("Authorization"), call).app_id, *args)
+
+    def _throttle_app(self, app_id: str) -> None:
+        app = self._apps[app_id]
+        now = self._monotonic()
+        while app.sent and now - app.sent[0] >= 1.0:
+            app.sent.popleft()
+        if len(app.sent) >= self._app_rate_limit:
+            reset = max(1, round(1.0 - (now - app.sent[0])))
+            raise OpenAPIFailure(CODE_RATE_LIMIT, "request trigger frequency limit", 429, {
+                "x-ogw-ratelimit-limit": str(self._app_rate_limit), "x-ogw-ratelimit-reset": str(reset)})
+        app.sent.append(now)
+
+    def _tenant_key(self, app_id: str) -> str:
+        app = self._apps.get(app_id)
+        return app.tenant_key if app else ""
+
+    # -- token --------------------------------------------------------------------------------------
+
+    def _issue_token(self, body: Any, call: RecordedCall) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise OpenAPIFailure(CODE_VALIDATION, "app_id and app_secret are required")
+        app = self._apps.get(str(body.get("app_id")))
+        if app is None:
+            raise OpenAPIFailure(CODE_APP_UNKNOWN, "invalid param: app_id")
+        call.app_id = app.app_id
+        if not secrets.compare_digest(str(body.get("app_secret", "")).encode(), app.secret.encode()):
+            raise OpenAPIFailure(CODE_BAD_SECRET, "app secret invalid")
+        now = self._clock()
+        current = app.current
+        revoked = current is not None and current.value not in self._tokens
+        if current is None or revoked or current.expires_at - now < TOKEN_RENEW_WINDOW:
+            app.issued += 1
+            current = _Token("t-" + secrets.token_hex(20), app.app_id, app.issued, now + TOKEN_LIFETIME)
+            app.current = self._tokens[current.value] = current
+        return {"code": 0, "msg": "ok", "tenant_access_token": current.value,
+                "expire": int(current.expires_at - now)}
+
+    def _authorise(self, header: str, call: RecordedCall) -> _Token:
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            raise OpenAPIFailure(CODE_NEED_TOKEN, "Missing access token for authorization")
+        value = header[7:].strip()
+        if not value.startswith(("t-", "u-")):
+            raise OpenAPIFailure(CODE_TOKEN_FORMAT, "access token must start with t- or u-")
+        token = self._tokens.get(value)
+        if token is None or token.expires_at <= self._clock():
+            raise OpenAPIFailure(CODE_TOKEN_INVALID, "Invalid access token for authorization")
+        call.app_id, call.token_seq = token.app_id, token.seq
+        for inj in self._injections:
+            if inj.kind == "token" and inj.remaining > 0:
+                inj.remaining -= 1
+                del self._tokens[value]  # revoked: the next token request issues a fresh one
+                raise OpenAPIFailure(inj.code, inj.msg)
+        return token
