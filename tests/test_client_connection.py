@@ -12,6 +12,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from wslarkbot import wire
 from wslarkbot.bot import Bot
 from wslarkbot.client import AsyncClient, ReconnectGaveUp, RelayAuthError
+from wslarkbot.exceptions import ConfigurationError
 from wslarkbot.relay.runner import run_relay
 from wslarkbot.relay.testing import test_config as relay_test_config
 from wslarkbot.sim.app import SimApp
@@ -55,6 +56,13 @@ async def test_run_raises_reconnect_gave_up_when_the_policy_runs_out(closed_port
         await asyncio.wait_for(client.run(), WAIT)
     assert isinstance(info.value.__cause__, OSError)
     assert client.status.failures == 3, "first attempt + two retries"
+
+
+async def test_run_without_any_bot_raises_configuration_error_instead_of_retrying(closed_port: int) -> None:
+    client = AsyncClient(server=f"127.0.0.1:{closed_port}")
+    with pytest.raises(ConfigurationError, match="no bot"):
+        await asyncio.wait_for(client.run(), WAIT)
+    assert client.status.failures == 0
 
 
 async def test_refused_org_subscription_raises_when_auth_retry_is_disabled() -> None:

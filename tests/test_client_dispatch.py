@@ -123,6 +123,28 @@ async def test_slow_event_is_acked_at_ack_after_while_the_handler_still_runs(
     assert sink.sent == [("ack", "r3", None)], "exactly one ack, nothing after the handler"
 
 
+async def test_ack_after_zero_for_one_envelope_acks_its_event_on_receipt_but_never_a_challenge(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    """What the client does for unsigned envelopes of an nchan relay (it holds them open for a reply)."""
+    gate = threading.Event()
+    bot.on_text(lambda event: gate.wait(WAIT))
+    sink = RecordingSink()
+    d = make_dispatcher(executor, ack_after=60.0)
+    event = envelope(app, payloads.text_message(app, "x"), "event", "r-ev")
+    challenge = envelope(app, payloads.url_verification(app, "ch-0"), "url_verification", "r-ch")
+    try:
+        await d.submit(bot, event, sink, request_id="r-ev", ack_after=0.0)
+        await sink.wait_for(lambda s: len(s) == 1)
+        assert sink.sent == [("ack", "r-ev", None)], "acked while the handler waits, not after 60 s"
+        await d.submit(bot, challenge, sink, request_id="r-ch", ack_after=0.0)
+        await sink.wait_for(lambda s: len(s) == 2)
+    finally:
+        gate.set()
+    assert await d.drain(WAIT)
+    assert sink.sent == [("ack", "r-ev", None), ("reply", "r-ch", {"challenge": "ch-0"})]
+
+
 async def test_slow_card_callback_gets_no_early_ack_only_its_reply(
     app: SimApp, bot: Bot, executor: ThreadPoolExecutor
 ) -> None:

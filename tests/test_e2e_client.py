@@ -147,6 +147,33 @@ async def test_card_callback_response_reaches_feishu(
     assert result.response == {"toast": {"type": "success", "content": "got 7"}}
 
 
+async def test_slow_handler_of_an_unsigned_event_does_not_make_feishu_retry(
+    relay: RunningRelay, sims: list[FeishuSimulator]
+) -> None:
+    """Without an Encrypt Key the event is unsigned: the relay waits for it only as long as for a
+    challenge (0.9 s here), so the client acks it on receipt instead of at ``ack_after``."""
+    app = SimApp.random(encrypt=False)
+    bot = make_bot(app)
+    gate, done = threading.Event(), threading.Event()
+
+    @bot.on_text
+    def slow(event: MessageEvent) -> None:
+        gate.wait(WAIT)
+        done.set()
+
+    try:
+        async with AsyncClient(bot, server=server_of(relay), ack_after=2.5) as client:
+            await ready(client)
+            result = await make_sim(sims, app, f"{relay.url}/hook/{app.app_id}").send_text_message("slow")
+            assert not result.attempts[0].headers.get("X-Lark-Signature"), "Feishu did not sign it"
+            assert result.delivered and result.retries == 0, result
+            assert not done.is_set(), "acked while the handler still runs"
+            gate.set()
+    finally:
+        gate.set()
+    assert done.is_set() and client.status.acks == 1
+
+
 async def test_two_bots_share_one_connection(relay: RunningRelay, sims: list[FeishuSimulator]) -> None:
     apps = [SimApp.random(), SimApp.random(encrypt=False)]
     seen: dict[str, list[str]] = {a.app_id: [] for a in apps}
@@ -302,6 +329,35 @@ async def test_forced_stop_does_not_wait_for_handlers_in_flight(
     await asyncio.wait_for(runner, 2.0)  # not shutdown_grace
     result = await asyncio.wait_for(callback, WAIT)
     assert not result.ok, "the stuck callback was never answered"
+
+
+async def test_graceful_stop_waits_at_most_shutdown_grace_for_a_stuck_handler(
+    relay: RunningRelay, sims: list[FeishuSimulator]
+) -> None:
+    """One grace period per stop, although both the open connection and run() wait for handlers."""
+    app = SimApp.random()
+    bot = make_bot(app)
+    started, never = asyncio.Event(), asyncio.Event()
+
+    @bot.on_card_action
+    async def stuck(event: CardAction) -> dict[str, Any]:
+        started.set()
+        await never.wait()
+        return {}
+
+    grace = 1.0
+    client = AsyncClient(bot, server=server_of(relay), shutdown_grace=grace)
+    runner = asyncio.ensure_future(client.run())
+    await ready(client)
+    callback = asyncio.ensure_future(make_sim(sims, app, f"{relay.url}/hook/{app.app_id}").send_card_action())
+    await asyncio.wait_for(started.wait(), WAIT)
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time()
+    client.request_stop()
+    await asyncio.wait_for(runner, WAIT)
+    took = loop.time() - stop_at
+    assert grace <= took < 1.8 * grace, f"stopped after {took:.2f}s with shutdown_grace={grace}"
+    assert not (await asyncio.wait_for(callback, WAIT)).ok
 
 
 async def test_org_envelope_for_an_unknown_app_is_logged_and_not_answered(

@@ -19,8 +19,9 @@ HTTP 401/403 on the handshake (wrong org password) is logged at error level and 
 ``auth_retry_delay`` seconds (default 60: the relay may be restarted with a fixed htpasswd); pass
 ``auth_retry_delay=None`` to stop instead (``run()`` raises :class:`RelayAuthError`).
 
-Dead connections are found by WebSocket pings (``ping_interval``/``ping_timeout``, RFC 6455 §5.5.2);
-the relay's text ``PING`` (nchan's heartbeat) is answered with ``PONG``.
+Dead connections are found by WebSocket pings (``ping_interval``/``ping_timeout``, RFC 6455 §5.5.2),
+which our relay and nchan both answer; the client sends no text ``PING`` (docs/client.md, "Heartbeats").
+A text ``PING`` from the relay is answered with ``PONG``.
 
 Example::
 
@@ -80,6 +81,8 @@ class AsyncClient:
         auth_retry_delay: seconds between attempts after HTTP 401/403; None: stop with RelayAuthError.
         stable_after: a connection up this long (or that sent a hello) resets the backoff.
         ping_interval / ping_timeout / open_timeout: WebSocket keepalive and handshake timeouts.
+        close_timeout: seconds a closing connection waits for the relay's close frame (after a ping
+            timeout, at stop) before dropping the TCP connection.
         max_workers: threads for ``def`` handlers (ignored when ``executor`` is given).
         max_in_flight: envelopes handled at once; beyond it the client stops reading (backpressure).
         ack_after: seconds after receipt at which a still-running event is acked (protocol 2).
@@ -106,6 +109,7 @@ class AsyncClient:
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
         open_timeout: float = 10.0,
+        close_timeout: float | None = 10.0,
         max_workers: int = 16,
         max_in_flight: int = 64,
         ack_after: float = 2.5,
@@ -125,7 +129,13 @@ class AsyncClient:
         self._policy: ReconnectPolicy = reconnect_delays or backoff
         self._auth_retry_delay = auth_retry_delay
         self._stable_after = stable_after
-        self._connect_options = ConnectOptions(open_timeout, ping_interval, ping_timeout, max_size)
+        self._connect_options = ConnectOptions(
+            open_timeout=open_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_size=max_size,
+            close_timeout=close_timeout,
+        )
         self._max_workers = max_workers
         self._max_in_flight = max_in_flight
         self._ack_after = ack_after
@@ -137,6 +147,7 @@ class AsyncClient:
         self._lock = threading.Lock()
         self._stop_requested = False
         self._forced = False
+        self._stop_deadline: float | None = None  # loop time at which the shutdown grace ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._interrupt: asyncio.Event | None = None  # stop or resubscribe: leave the current connection
@@ -196,6 +207,8 @@ class AsyncClient:
             loop.call_soon_threadsafe(self._signal_stop)
 
     def _signal_stop(self) -> None:
+        if self._stop_deadline is None and self._loop is not None:
+            self._stop_deadline = self._loop.time() + self._shutdown_grace
         if self._stop_event is not None:
             self._stop_event.set()
         if self._interrupt is not None:
@@ -204,7 +217,13 @@ class AsyncClient:
             self._dispatcher.cancel()
 
     def _grace(self) -> float:
-        return 0.0 if self._forced else self._shutdown_grace
+        """What is left of ``shutdown_grace`` since the stop was requested (one grace per stop, however
+        many places wait for handlers)."""
+        if self._forced:
+            return 0.0
+        if self._stop_deadline is None or self._loop is None:
+            return self._shutdown_grace
+        return max(0.0, self._stop_deadline - self._loop.time())
 
     async def stop(self) -> None:
         """Stop (graceful: in-flight handlers get ``shutdown_grace`` seconds) and wait for ``run()``
@@ -265,9 +284,12 @@ class AsyncClient:
         )
         http = httpx.AsyncClient()
         ws_sink = WebSocketReplySink(self._current_ws, self.status)
-        http_sink = HttpReplySink(http, self.endpoint, self.status)
+        http_sinks = (
+            HttpReplySink(http, self.endpoint, self.status),
+            HttpReplySink(http, self.endpoint, self.status, acks=True),
+        )
         try:
-            await self._connect_loop(ws_sink, http_sink)
+            await self._connect_loop(ws_sink, http_sinks)
         finally:
             try:
                 await self._dispatcher.drain(self._grace())
@@ -279,6 +301,7 @@ class AsyncClient:
                 with self._lock:
                     self._loop = None
                     self._stop_requested = self._forced = False
+                    self._stop_deadline = None
                 self._stop_event = self._interrupt = self._ready = self._finished = None
                 self.status.update(connected=False, protocol=None)
                 finished.set()
@@ -289,16 +312,17 @@ class AsyncClient:
     def _stopping(self) -> bool:
         return self._stop_event is not None and self._stop_event.is_set()
 
-    async def _connect_loop(self, ws_sink: ReplySink, http_sink: ReplySink) -> None:
+    async def _connect_loop(self, ws_sink: ReplySink, http_sinks: tuple[ReplySink, ReplySink]) -> None:
         assert self._interrupt is not None and self._stop_event is not None  # set by run()
         delays: Iterator[float] = self._policy()
         while not self._stopping():
             self._interrupt.clear()
             good = False
             error: BaseException | None = None
+            url = self.endpoint.sub_url(list(self._bots))  # ConfigurationError (no bot) ends run()
             try:
                 ws = await open_connection(
-                    self.endpoint.sub_url(list(self._bots)),
+                    url,
                     self.endpoint.auth_headers(),
                     self._connect_options,
                     self._stop_event,
@@ -306,7 +330,7 @@ class AsyncClient:
                 if ws is None:  # stopped while connecting
                     break
                 async with ws:
-                    good = await self._serve(ws, ws_sink, http_sink)
+                    good = await self._serve(ws, ws_sink, http_sinks)
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 if code in (401, 403):
@@ -370,7 +394,9 @@ class AsyncClient:
         )
         await self._sleep(next(constant(self._auth_retry_delay)))
 
-    async def _serve(self, ws: ClientConnection, ws_sink: ReplySink, http_sink: ReplySink) -> bool:
+    async def _serve(
+        self, ws: ClientConnection, ws_sink: ReplySink, http_sinks: tuple[ReplySink, ReplySink]
+    ) -> bool:
         """Serve one connection until it closes or we are interrupted. Returns True if it was *good*."""
         assert self._interrupt is not None and self._dispatcher is not None and self._ready is not None
         loop = asyncio.get_running_loop()
@@ -380,7 +406,7 @@ class AsyncClient:
         self.status.incr("connections")
         channels = ", ".join(self.endpoint.channels(list(self._bots)))
         logger.info("connected to relay %s (%s)", self.endpoint.server, channels)
-        receiver = asyncio.create_task(self._receive(conn, ws_sink, http_sink))
+        receiver = asyncio.create_task(self._receive(conn, ws_sink, http_sinks))
         interrupted = asyncio.create_task(self._interrupt.wait())
         try:
             await asyncio.wait({receiver, interrupted}, return_when=asyncio.FIRST_COMPLETED)
@@ -429,8 +455,14 @@ class AsyncClient:
             return None
         return conn.ws
 
-    async def _receive(self, conn: Connection, ws_sink: ReplySink, http_sink: ReplySink) -> None:
-        """Read frames until the connection closes; hand envelopes to the dispatcher."""
+    async def _receive(
+        self, conn: Connection, ws_sink: ReplySink, http_sinks: tuple[ReplySink, ReplySink]
+    ) -> None:
+        """Read frames until the connection closes; hand envelopes to the dispatcher.
+
+        ``http_sinks``: (no acks, acks by POST ``{}``); the second serves unsigned envelopes of an
+        original relay, which nchan holds open until something is posted (see ``dispatch``).
+        """
         assert self._dispatcher is not None and self._ready is not None
         loop = asyncio.get_running_loop()
         async for frame in conn.ws:
@@ -457,9 +489,15 @@ class AsyncClient:
                     conn.protocol = 1
                     self.status.update(protocol=1)
                     logger.info("relay speaks the original protocol: replies by HTTP POST, no acks")
-                await self._dispatch(msg, ws_sink if conn.protocol == 2 else http_sink, loop.time())
+                # Unsigned envelopes are held open by the relay only as long as a challenge (~1 s):
+                # their events are acked on receipt (see dispatch).
+                signed = msg.has_signature
+                sink = ws_sink if conn.protocol == 2 else http_sinks[0 if signed else 1]
+                await self._dispatch(msg, sink, loop.time(), ack_after=None if signed else 0.0)
 
-    async def _dispatch(self, env: wire.Envelope, sink: ReplySink, received_at: float) -> None:
+    async def _dispatch(
+        self, env: wire.Envelope, sink: ReplySink, received_at: float, *, ack_after: float | None = None
+    ) -> None:
         assert self._dispatcher is not None
         self.status.incr("received")
         rid = env.request_id or "-"
@@ -470,4 +508,6 @@ class AsyncClient:
             self.status.incr("unknown_app")
             logger.warning("request %s: no bot for app id %r here; not acknowledged", rid, env.app_id)
             return
-        await self._dispatcher.submit(bot, env.to_dict(), sink, request_id=rid, received_at=received_at)
+        await self._dispatcher.submit(
+            bot, env.to_dict(), sink, request_id=rid, received_at=received_at, ack_after=ack_after
+        )

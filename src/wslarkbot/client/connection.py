@@ -38,12 +38,16 @@ class ReconnectGaveUp(WslarkbotError):
 @dataclass(frozen=True)
 class ConnectOptions:
     """websockets ``connect()`` settings. Pings (RFC 6455 §5.5.2) every ``ping_interval`` s; a pong
-    missing for ``ping_timeout`` s closes the connection (1011), so a dead relay is noticed."""
+    missing for ``ping_timeout`` s closes the connection (1011), so a dead relay is noticed. Closing waits
+    up to ``close_timeout`` s for the relay's side of the closing handshake (a dead relay never sends
+    it), so a dead relay is noticed at most ``ping_interval + ping_timeout + close_timeout`` s after it
+    stopped answering."""
 
     open_timeout: float = 10.0
     ping_interval: float | None = 10.0
     ping_timeout: float | None = 10.0
     max_size: int = 4 * 1024 * 1024
+    close_timeout: float | None = 10.0
 
 
 @dataclass
@@ -74,6 +78,7 @@ async def open_connection(
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
             max_size=options.max_size,
+            close_timeout=options.close_timeout,
             user_agent_header=USER_AGENT,
         )
 
@@ -99,6 +104,9 @@ async def open_connection(
 def close_reason(ws: ClientConnection) -> str:
     """A one-line description of how ``ws`` ended, for logs and ``status.last_error``."""
     rcvd = ws.protocol.close_rcvd
-    if rcvd is None:
-        return "connection lost (no close frame)"
-    return f"closed by relay ({rcvd.code} {rcvd.reason})".rstrip()
+    if rcvd is not None:
+        return f"closed by relay ({rcvd.code} {rcvd.reason})".rstrip()
+    sent = ws.protocol.close_sent
+    if sent is not None and sent.code == 1011:  # websockets' "keepalive ping timeout"
+        return f"closed by client ({sent.code} {sent.reason}): no pong from the relay in time".rstrip()
+    return "connection lost (no close frame)"

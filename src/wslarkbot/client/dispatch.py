@@ -18,7 +18,14 @@ fills up, the relay sheds load), then starts one task per envelope and returns. 
      running (so Feishu, which wants a 200 within 3 s, does not retry while an LLM thinks), whichever
      comes first; exactly one ack. Events are acked even when their handler raised (logged by the bot):
      at-most-once handling, as Feishu's retry would run the failed handler again with its side effects.
-   * the original protocol (``sink.acks`` false): only non-None results are sent (HTTP POST).
+   * an UNSIGNED event (no ``X-Lark-Signature``: an app without an Encrypt Key) is acked on receipt
+     (the client submits it with ``ack_after=0``). Relays recognise a challenge by the missing signature
+     and hold such a request open only as long as a challenge -- our relay ``challenge_timeout`` (0.9 s),
+     nchan 1 s -- so an ack at the usual ``ack_after`` would come too late and Feishu would retry.
+   * the original protocol: only non-None results are sent (HTTP POST ``/sub/<request_id>``); there are
+     no acks, except for unsigned envelopes, whose ``ack`` POSTs ``{}``: nchan answers a signed request
+     as soon as it has published it, but holds an unsigned one open until something is POSTed
+     (deploy/nchan).
 """
 
 from __future__ import annotations
@@ -117,15 +124,22 @@ class Dispatcher:
         *,
         request_id: str,
         received_at: float | None = None,
+        ack_after: float | None = None,
     ) -> asyncio.Task[None]:
-        """Wait for a free slot, then start handling ``message`` (the envelope as a dict) in a task."""
+        """Wait for a free slot, then start handling ``message`` (the envelope as a dict) in a task.
+
+        ``ack_after`` overrides the dispatcher's for this envelope (0: ack an event on receipt).
+        """
         if received_at is None:
             received_at = self.now()
+        if ack_after is None:
+            ack_after = self._ack_after
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max)
         await self._slots.acquire()
         task = asyncio.create_task(
-            self._handle(bot, message, sink, request_id, received_at), name=f"wslarkbot-request-{request_id}"
+            self._handle(bot, message, sink, request_id, received_at, ack_after),
+            name=f"wslarkbot-request-{request_id}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -158,7 +172,13 @@ class Dispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(
-        self, bot: BotLike, message: Mapping[str, Any], sink: ReplySink, rid: str, received_at: float
+        self,
+        bot: BotLike,
+        message: Mapping[str, Any],
+        sink: ReplySink,
+        rid: str,
+        received_at: float,
+        ack_after: float,
     ) -> None:
         try:
             request = bot.parse(message)
@@ -170,7 +190,7 @@ class Dispatcher:
         acked = False
         try:
             if early_ack:
-                remaining = self._ack_after - (self.now() - received_at)
+                remaining = ack_after - (self.now() - received_at)
                 done, _ = await asyncio.wait({work}, timeout=max(0.0, remaining))
                 if not done:
                     logger.debug("request %s: handler still running at ack_after, acking", rid)

@@ -69,20 +69,31 @@ class WebSocketReplySink:
 
 
 class HttpReplySink:
-    """Original protocol: ``POST {protocol}://{server}/sub/{request_id}`` with the JSON body; no acks
-    (an original nchan relay would publish anything sent on the socket to every subscriber)."""
+    """Original protocol: ``POST {protocol}://{server}/sub/{request_id}`` with the JSON body.
 
-    acks = False
+    Args:
+        acks: False (default): ``ack`` does nothing, the relay has no acks (and an original nchan relay
+            would publish anything sent on the socket to every subscriber). True: ``ack`` POSTs ``{}``,
+            for envelopes nchan holds open until a reply comes (no ``X-Lark-Signature``: nchan treats
+            the request as a challenge and answers Feishu 408 after its wait when nothing is posted).
+    """
 
     def __init__(
-        self, http: httpx.AsyncClient, endpoint: Endpoint, status: ClientStatus, *, timeout: float = 5.0
+        self,
+        http: httpx.AsyncClient,
+        endpoint: Endpoint,
+        status: ClientStatus,
+        *,
+        timeout: float = 5.0,
+        acks: bool = False,
     ) -> None:
         self._http = http
         self._endpoint = endpoint
         self._status = status
         self._timeout = timeout
+        self.acks = acks
 
-    async def reply(self, request_id: str, body: Any) -> None:
+    async def _post(self, request_id: str, body: Any, counter: str) -> None:
         try:
             resp = await self._http.post(
                 self._endpoint.reply_url(request_id),
@@ -91,14 +102,21 @@ class HttpReplySink:
                 timeout=self._timeout,
             )
         except (httpx.HTTPError, TypeError, ValueError) as exc:
-            logger.warning("request %s: reply POST failed (%s); dropped", request_id, type(exc).__name__)
+            logger.warning(
+                "request %s: %s POST failed (%s); dropped", request_id, counter[:-1], type(exc).__name__
+            )
             self._status.incr("dropped")
             return
         if resp.status_code >= 300:
-            logger.warning("request %s: reply POST answered HTTP %s", request_id, resp.status_code)
+            logger.warning("request %s: %s POST answered HTTP %s", request_id, counter[:-1], resp.status_code)
             self._status.incr("dropped")
             return
-        self._status.incr("replies")
+        self._status.incr(counter)
+
+    async def reply(self, request_id: str, body: Any) -> None:
+        await self._post(request_id, body, "replies")
 
     async def ack(self, request_id: str) -> None:
-        """Nothing to do: the original relay has no acks."""
+        """POST ``{}`` when ``acks`` is true (the relay answers Feishu 200 with it); else nothing."""
+        if self.acks:
+            await self._post(request_id, {}, "acks")
