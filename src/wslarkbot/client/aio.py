@@ -489,11 +489,15 @@ class AsyncClient:
                     conn.protocol = 1
                     self.status.update(protocol=1)
                     logger.info("relay speaks the original protocol: replies by HTTP POST, no acks")
-                # Unsigned envelopes are held open by the relay only as long as a challenge (~1 s):
-                # their events are acked on receipt (see dispatch).
-                signed = msg.has_signature
-                sink = ws_sink if conn.protocol == 2 else http_sinks[0 if signed else 1]
-                await self._dispatch(msg, sink, loop.time(), ack_after=None if signed else 0.0)
+                if conn.protocol == 2:
+                    # Our relay waits for a plaintext event's ack as long as for a signed one.
+                    await self._dispatch(msg, ws_sink, loop.time())
+                else:
+                    # An original relay holds unsigned envelopes open only as long as a challenge
+                    # (~1 s): their events are acked on receipt by POSTing {} (see dispatch).
+                    signed = msg.has_signature
+                    sink = http_sinks[0 if signed else 1]
+                    await self._dispatch(msg, sink, loop.time(), ack_after=None if signed else 0.0)
 
     async def _dispatch(
         self, env: wire.Envelope, sink: ReplySink, received_at: float, *, ack_after: float | None = None

@@ -18,14 +18,12 @@ fills up, the relay sheds load), then starts one task per envelope and returns. 
      running (so Feishu, which wants a 200 within 3 s, does not retry while an LLM thinks), whichever
      comes first; exactly one ack. Events are acked even when their handler raised (logged by the bot):
      at-most-once handling, as Feishu's retry would run the failed handler again with its side effects.
-   * an UNSIGNED event (no ``X-Lark-Signature``: an app without an Encrypt Key) is acked on receipt
-     (the client submits it with ``ack_after=0``). Relays recognise a challenge by the missing signature
-     and hold such a request open only as long as a challenge -- our relay ``challenge_timeout`` (0.9 s),
-     nchan 1 s -- so an ack at the usual ``ack_after`` would come too late and Feishu would retry.
    * the original protocol: only non-None results are sent (HTTP POST ``/sub/<request_id>``); there are
-     no acks, except for unsigned envelopes, whose ``ack`` POSTs ``{}``: nchan answers a signed request
-     as soon as it has published it, but holds an unsigned one open until something is POSTed
-     (deploy/nchan).
+     no acks, except for unsigned envelopes (no ``X-Lark-Signature``: an app without an Encrypt Key),
+     which are acked on receipt (``ack_after=0``) by POSTing ``{}``: an original relay answers a signed
+     request as soon as it has published it, but holds an unsigned one open like a challenge, ~1 s,
+     until something is POSTed (deploy/nchan). Our relay tells plaintext events from challenges and
+     waits for their ack as long as for signed ones.
 """
 
 from __future__ import annotations

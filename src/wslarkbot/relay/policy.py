@@ -19,7 +19,7 @@ CALLBACK_EVENT_TYPES = frozenset({"card.action.trigger", "url.preview.get"})
 
 
 class WaitKind(enum.Enum):
-    CHALLENGE = "challenge"  # no X-Lark-Signature: url_verification (or unknown): the reply is the answer
+    CHALLENGE = "challenge"  # unsigned, encrypted or url_verification: the reply is the answer
     CALLBACK = "callback"  # a plaintext card / url-preview callback: the reply is the answer
     EVENT = "event"  # events and encrypted bodies: protocol-2 bots reply or ack; others get 200 at once
 
@@ -31,8 +31,13 @@ def classify(headers: Mapping[str, str], body: Any) -> WaitKind:
         headers: request headers with lower-case names.
         body: the decoded JSON body.
     """
-    if not headers.get("x-lark-signature"):
-        # Original relay rule: url_verification requests carry no signature headers (protocol.md §1).
+    # url_verification requests carry no signature headers (protocol.md §1). Feishu signs every
+    # encrypted event, so an unsigned body is a challenge unless it is plaintext that says otherwise:
+    # an app without an Encrypt Key gets unsigned plaintext events and callbacks too (protocol.md §3A),
+    # and those must wait as long as events/callbacks do, not 0.9 s (the original relay held them
+    # for the challenge's time and answered Feishu with an error).
+    plain = isinstance(body, dict) and "encrypt" not in body and body.get("type") != "url_verification"
+    if not headers.get("x-lark-signature") and not plain:
         return WaitKind.CHALLENGE
     if isinstance(body, dict):
         # Legacy card callback (protocol.md §6b): flat, never encrypted.
