@@ -10,10 +10,10 @@ import json
 import logging
 import pathlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 
 from wslarkbot import crypto
@@ -26,6 +26,7 @@ from wslarkbot.exceptions import (
     SignatureError,
     TokenMismatchError,
 )
+from wslarkbot.sim.openapi_server import FakeOpenAPI, RecordedCall
 from wslarkbot.wire import Envelope
 
 APP_ID = "cli_9f5343c580712544"
@@ -529,40 +530,29 @@ def test_repr_shows_no_secret() -> None:
     assert "s3cret" not in repr(bot) and TOKEN not in repr(bot) and KEY not in repr(bot)
 
 
-# -- OpenAPI delegation (through an httpx transport: the client's own I/O seam) ----------------------
+# -- OpenAPI delegation (over real HTTP, against the fake Feishu OpenAPI) --------------------------------
 
 
-class FakeFeishuAPI:
-    """An ``httpx.MockTransport`` handler answering the token and message endpoints; records requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.url.path == "/open-apis/auth/v3/tenant_access_token/internal":
-            return httpx.Response(200, json={"code": 0, "msg": "ok", "tenant_access_token": "t-abc",
-                                             "expire": 7200})
-        return httpx.Response(200, json={"code": 0, "msg": "success", "data": {"message_id": "om_new"}})
-
-    def calls(self) -> list[tuple[str, str, dict[str, Any], Any]]:
-        """(method, url, params, json body) of every message call (token fetches left out)."""
-        out = []
-        for r in self.requests:
-            if "tenant_access_token" in r.url.path:
-                continue
-            assert r.headers["authorization"] == "Bearer t-abc"
-            out.append((r.method, r.url.path, dict(r.url.params), json.loads(r.content)))
-        return out
+@pytest.fixture
+def api() -> Iterator[FakeOpenAPI]:
+    """A running FakeOpenAPI that knows APP_ID with the secrets the tests use."""
+    with FakeOpenAPI() as fake:
+        fake.add_app(APP_ID, "secret")
+        yield fake
 
 
-def api_bot(fake: FakeFeishuAPI, **kwargs: Any) -> Bot:
-    return Bot(APP_ID, app_secret="secret", verification_token=TOKEN, encrypt_key=KEY,
-               http_transport=httpx.MockTransport(fake), async_http_transport=httpx.MockTransport(fake),
-               **kwargs)
+def message_calls(api: FakeOpenAPI) -> list[RecordedCall]:
+    """Every call but token fetches, each checked to carry a bearer token."""
+    calls = [c for c in api.calls if "tenant_access_token" not in c.path]
+    assert all(c.headers.get("authorization") == "Bearer ***" for c in calls)
+    return calls
 
 
-def test_seed_bot_replies_through_the_openapi(samples_dir: pathlib.Path) -> None:
+def api_bot(api: FakeOpenAPI, **kwargs: Any) -> Bot:
+    return Bot(APP_ID, app_secret="secret", verification_token=TOKEN, encrypt_key=KEY, host=api.url, **kwargs)
+
+
+def test_seed_bot_replies_through_the_openapi(samples_dir: pathlib.Path, api: FakeOpenAPI) -> None:
     """The original project's seed code, unchanged."""
     from wslarkbot.cards import (
         FeishuMessageCard,
@@ -571,8 +561,6 @@ def test_seed_bot_replies_through_the_openapi(samples_dir: pathlib.Path) -> None
         FeishuMessageNote,
         FeishuMessagePlainText,
     )
-
-    fake = FakeFeishuAPI()
 
     class MyBot(Bot):
         def on_message(self, data: Any, raw_message: Any, **kwargs: Any) -> None:
@@ -586,60 +574,62 @@ def test_seed_bot_replies_through_the_openapi(samples_dir: pathlib.Path) -> None
                     FeishuMessageNote(FeishuMessagePlainText("🤖")),
                 ))
 
-    bot = MyBot(APP_ID, app_secret="xxx", encrypt_key=KEY, verification_token=TOKEN,
-                http_transport=httpx.MockTransport(fake))
+    api.add_app(APP_ID, "xxx")
+    bot = MyBot(APP_ID, app_secret="xxx", encrypt_key=KEY, verification_token=TOKEN, host=api.url)
     bot.process_message(envelope(sample(samples_dir, "im.message.receive_v1.json")))
     path = "/open-apis/im/v1/messages/om_5ce6d572455d361153b7cb51da133945/reply"
-    (m1, p1, _, b1), (m2, p2, _, b2) = fake.calls()
-    assert (m1, p1, b1["msg_type"], json.loads(b1["content"])) == ("POST", path, "text",
-                                                                  {"text": "reply: @_user_1 hello"})
-    assert (m2, p2, b2["msg_type"]) == ("POST", path, "interactive")
-    elements = json.loads(b2["content"])["elements"]
+    first, second = message_calls(api)
+    assert (first.method, first.path, first.json["msg_type"], json.loads(first.json["content"])) == (
+        "POST", path, "text", {"text": "reply: @_user_1 hello"})
+    assert (second.method, second.path, second.json["msg_type"], second.status) == (
+        "POST", path, "interactive", 200)
+    elements = json.loads(second.json["content"])["elements"]
     assert [e["tag"] for e in elements] == ["div", "hr", "div", "note"]
     assert elements[2]["text"]["content"] == "@_user_1 hello"
     bot.close()
 
 
-def test_convenience_methods_delegate_with_their_arguments() -> None:
-    fake = FakeFeishuAPI()
-    bot = api_bot(fake, host="https://open.larksuite.com")
+def test_convenience_methods_delegate_with_their_arguments(api: FakeOpenAPI) -> None:
+    api.add_message("om_1", APP_ID, "text", {"text": "question"})
+    api.add_message("om_2", APP_ID, "interactive", {"elements": []})
+    api.add_message("om_3", APP_ID, "interactive", {"elements": []})
+    bot = Bot(APP_ID, app_secret="secret", host=api.url + "/")
     bot.send("ou_1", {"text": "a"})
     bot.send("oc_1", {"text": "b"}, "text", "chat_id", uuid="u-1")
     bot.send_text("oc_2", "c", receive_id_type="chat_id")
     bot.send_card("ou_2", {"elements": []})
     bot.reply("om_1", {"text": "d"}, reply_in_thread=True)
-    bot.update("om_2", {"elements": []})
-    bot.update_card("om_3", {"elements": []})
-    calls = fake.calls()
-    assert all(r.url.host == "open.larksuite.com" for r in fake.requests)
-    assert [(m, p, q.get("receive_id_type")) for m, p, q, _ in calls] == [
-        ("POST", "/open-apis/im/v1/messages", "open_id"),
-        ("POST", "/open-apis/im/v1/messages", "chat_id"),
-        ("POST", "/open-apis/im/v1/messages", "chat_id"),
-        ("POST", "/open-apis/im/v1/messages", "open_id"),
-        ("POST", "/open-apis/im/v1/messages/om_1/reply", None),
-        ("PATCH", "/open-apis/im/v1/messages/om_2", None),
-        ("PATCH", "/open-apis/im/v1/messages/om_3", None),
+    bot.update("om_2", {"elements": [{"tag": "hr"}]})
+    bot.update_card("om_3", {"elements": [{"tag": "hr"}]})
+    calls = message_calls(api)
+    assert [(c.method, c.path, c.query.get("receive_id_type"), c.status) for c in calls] == [
+        ("POST", "/open-apis/im/v1/messages", "open_id", 200),
+        ("POST", "/open-apis/im/v1/messages", "chat_id", 200),
+        ("POST", "/open-apis/im/v1/messages", "chat_id", 200),
+        ("POST", "/open-apis/im/v1/messages", "open_id", 200),
+        ("POST", "/open-apis/im/v1/messages/om_1/reply", None, 200),
+        ("PATCH", "/open-apis/im/v1/messages/om_2", None, 200),
+        ("PATCH", "/open-apis/im/v1/messages/om_3", None, 200),
     ]
-    bodies = [b for _, _, _, b in calls]
+    bodies = [c.json for c in calls]
     assert bodies[0]["msg_type"] == "text" and bodies[0]["receive_id"] == "ou_1"
     assert bodies[1]["uuid"] == "u-1"
     assert bodies[3]["msg_type"] == "interactive"
     assert bodies[4]["reply_in_thread"] is True
+    assert api.messages["om_2"].content == {"elements": [{"tag": "hr"}]}
     bot.close()
 
 
-async def test_async_api_uses_the_async_transport() -> None:
-    fake = FakeFeishuAPI()
-    bot = api_bot(fake)
+async def test_async_api_calls_the_openapi(api: FakeOpenAPI) -> None:
+    bot = api_bot(api)
     result = await bot.async_api.reply_text("om_1", "hi")
-    assert result["message_id"] == "om_new"
-    assert [p for _, p, _, _ in fake.calls()] == ["/open-apis/im/v1/messages/om_1/reply"]
+    assert result["message_id"] in api.messages
+    assert [c.path for c in message_calls(api)] == ["/open-apis/im/v1/messages/om_1/reply"]
     await bot.aclose()
 
 
-def test_api_is_created_once_and_again_after_close() -> None:
-    bot = api_bot(FakeFeishuAPI())
+def test_api_is_created_once_and_again_after_close(api: FakeOpenAPI) -> None:
+    bot = api_bot(api)
     first = bot.api
     assert bot.api is first
     bot.close()

@@ -23,28 +23,47 @@ Handlers take one argument, the typed event (:mod:`wslarkbot.events`); ``event.r
 registration order. For callbacks, the first non-None return value is the response (``dict`` or an object
 with ``to_dict()``); None from every handler answers ``{}`` ("no change").
 
-The dispatch logic is written once, as a generator (:meth:`Bot._flow`) that yields "call this handler"
-steps; :meth:`Bot.process_message` drives it synchronously and :meth:`Bot.aprocess_message` on asyncio
-(``async def`` handlers awaited on the loop, ``def`` handlers in an executor). In the sync driver an
-``async def`` handler runs with :func:`asyncio.run` when no loop runs in the calling thread; inside a
-running loop it cannot be waited for, and is reported as a failed handler (use ``aprocess_message``).
+The dispatch logic is written once, as a generator (:meth:`Bot._flow`) that yields "call this handler" and
+"take/release this chat's lock" steps; :mod:`wslarkbot._dispatch` drives it synchronously
+(:meth:`Bot.process_message`) or on asyncio (:meth:`Bot.aprocess_message`: ``async def`` handlers awaited on
+the loop, ``def`` handlers in an executor). In the sync driver an ``async def`` handler runs with
+:func:`asyncio.run` when no loop runs in the calling thread; inside a running loop it cannot be waited for,
+and is reported as a failed handler (use ``aprocess_message``).
+
+Chat-bot policies: messages of one chat are handled in arrival order, one at a time (``ordering="chat"``,
+the default; :mod:`wslarkbot.chat`); ``dedup=True`` ignores re-pushed events (:mod:`wslarkbot.dedup`);
+``drop_older_than=`` skips stale messages. A message waiting for its chat delays its own answer to the
+transport: behind the webhook adapter that answer is Feishu's HTTP 200, so keep handlers short there (or
+use ``dedup=True``); the relay client acks at ``ack_after`` whatever the handler does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Hashable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import crypto
+from ._bot_api import BotAPIMixin
+from ._dispatch import (
+    Acquire,
+    AsyncKeyedLocks,
+    Call,
+    KeyedLocks,
+    Release,
+    Step,
+    drive_async,
+    drive_sync,
+    handler_name,
+)
+from .chat import Ordering, message_age, resolve_ordering, seconds
+from .dedup import Deduplicator, claim_event, resolve_dedup
 from .events import (
     CardAction,
     EventV1,
@@ -72,22 +91,12 @@ __all__ = ["Bot", "DispatchResult", "Handler"]
 
 logger = logging.getLogger("wslarkbot.bot")
 
-T = TypeVar("T")
 #: A handler: ``handler(event)``, plain or ``async``; callbacks' handlers return the response.
 Handler = Callable[[Any], Any]
 H = TypeVar("H", bound=Handler)
 
 FEISHU_HOST = "https://open.feishu.cn"
 _TS, _NONCE, _SIG = "x-lark-request-timestamp", "x-lark-request-nonce", "x-lark-signature"
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One step of the dispatch flow: call ``func(*args)`` and send back its result."""
-
-    func: Callable[..., Any]
-    args: tuple[Any, ...]
-    name: str
 
 
 @dataclass(frozen=True)
@@ -99,11 +108,13 @@ class DispatchResult:
         response: what goes back to Feishu: ``{"challenge": ...}``, a callback's response, or None (events,
             and callbacks whose handler failed).
         handler_failed: a handler raised (it was logged); a webhook answers such a callback with 500.
+        skipped: why no handler ran: ``"stale"`` (``drop_older_than``), ``"duplicate"`` (``dedup``), or None.
     """
 
     request: FeishuRequest
     response: dict[str, Any] | None
     handler_failed: bool = False
+    skipped: str | None = None
 
 
 def _to_response(result: Any) -> dict[str, Any]:
@@ -117,75 +128,7 @@ def _to_response(result: Any) -> dict[str, Any]:
     return result
 
 
-def _is_async_callable(func: Callable[..., Any]) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    dunder_call = getattr(func, "__call__", None)  # noqa: B004 - an object with ``async def __call__``
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(dunder_call)
-
-
-def _run_awaitable_sync(value: Awaitable[T]) -> T:
-    """``asyncio.run`` an awaitable a sync handler call produced, when no loop runs in this thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        close = getattr(value, "close", None)
-        if close is not None:
-            close()  # never awaited: close it to avoid a "was never awaited" warning
-        raise ConfigurationError("async handler called by process_message in a running event loop; "
-                                 "use aprocess_message")
-
-    async def _await() -> T:
-        return await value
-
-    return asyncio.run(_await())
-
-
-def _drive_sync(flow: Generator[_Call, Any, T]) -> T:
-    """Run a dispatch flow in the calling thread."""
-    try:
-        step = next(flow)
-        while True:
-            try:
-                value = step.func(*step.args)
-                if inspect.isawaitable(value):
-                    value = _run_awaitable_sync(value)
-            except Exception as exc:  # handed to the flow, which logs it
-                step = flow.throw(exc)
-            else:
-                step = flow.send(value)
-    except StopIteration as stop:
-        return stop.value
-
-
-async def _drive_async(flow: Generator[_Call, Any, T], executor: Executor | None) -> T:
-    """Run a dispatch flow on the running loop; ``def`` steps run in ``executor``."""
-    loop = asyncio.get_running_loop()
-    try:
-        step = next(flow)
-        while True:
-            try:
-                if _is_async_callable(step.func):
-                    value = await step.func(*step.args)
-                else:
-                    value = await loop.run_in_executor(executor, functools.partial(step.func, *step.args))
-                    if inspect.isawaitable(value):
-                        value = await value
-            except Exception as exc:
-                step = flow.throw(exc)
-            else:
-                step = flow.send(value)
-    except StopIteration as stop:
-        return stop.value
-
-
-def _handler_name(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", None) or repr(func)
-
-
-class Bot:
+class Bot(BotAPIMixin):
     """A Feishu/Lark bot: verifies requests, dispatches them, calls the OpenAPI.
 
     Args:
@@ -196,7 +139,16 @@ class Bot:
             must carry a valid sha256 ``X-Lark-Signature`` (protocol.md §3).
         host: ``https://open.feishu.cn`` or ``https://open.larksuite.com`` (Lark).
         http_transport / async_http_transport: httpx transports for the OpenAPI clients (tests).
-        clock: time source for the OpenAPI token cache.
+        clock: epoch seconds, for the OpenAPI token cache and ``drop_older_than``.
+        ordering: ``"chat"`` (default): messages of one chat are handled one at a time, in arrival order,
+            different chats in parallel; ``None``: no ordering; or ``key_fn(event) -> Hashable | None``.
+            See :mod:`wslarkbot.chat`. Waiting messages hold no thread (async path) but do count against
+            the transport's bound (the client's ``max_in_flight``).
+        dedup: ``True`` (a :class:`~wslarkbot.dedup.MemoryDeduplicator`) or a
+            :class:`~wslarkbot.dedup.Deduplicator`: an event already handled (``message_id`` for messages,
+            else ``event_id``/``uuid``) is not handled again (:mod:`wslarkbot.dedup`); off by default.
+        drop_older_than: seconds or a ``timedelta``: received messages whose ``create_time`` is older are
+            skipped (logged at info, without content). Off (None) by default.
 
     No timestamp window is enforced on signatures: Feishu documents none, and the relay may hold a request
     while a client reconnects.
@@ -213,6 +165,9 @@ class Bot:
         http_transport: Any = None,
         async_http_transport: Any = None,
         clock: Callable[[], float] = time.time,
+        ordering: Ordering = "chat",
+        dedup: bool | Deduplicator | None = None,
+        drop_older_than: float | timedelta | None = None,
     ) -> None:
         if not app_id:
             raise ConfigurationError("app_id is required")
@@ -228,6 +183,11 @@ class Bot:
         self._api: OpenAPIClient | None = None
         self._async_api: AsyncOpenAPIClient | None = None
         self._api_lock = threading.Lock()
+        self._key_fn = resolve_ordering(ordering)
+        self._dedup = resolve_dedup(dedup)
+        self.drop_older_than = seconds(drop_older_than, "drop_older_than")
+        self._sync_locks = KeyedLocks()
+        self._async_locks = AsyncKeyedLocks()
 
     def __repr__(self) -> str:  # never show secrets
         return f"{type(self).__name__}(app_id={self.app_id!r}, host={self.host!r})"
@@ -406,31 +366,69 @@ class Bot:
         else:
             headers = raw_message.get("headers") if isinstance(raw_message, Mapping) else None
             request_id = str(headers.get("x-request-id", "-")) if isinstance(headers, Mapping) else "-"
-        calls = [_Call(f, (event,), _handler_name(f)) for f in self.handlers_for(event)]
-        response, _ = _drive_sync(self._run_calls(event, request_id, calls))
+        calls = [Call(f, (event,), handler_name(f)) for f in self.handlers_for(event)]
+        response, _ = drive_sync(self._run_calls(event, request_id, calls), self._sync_locks)
         return response
 
     def _on_message_overridden(self) -> bool:
         return getattr(type(self).on_message, "__func__", type(self).on_message) is not Bot.on_message
 
-    def _flow(self, message: Any) -> Generator[_Call, Any, DispatchResult]:
-        """The one dispatch algorithm: parse, answer a challenge, or call the handlers (yielded steps)."""
+    def _is_stale(self, request: FeishuRequest) -> bool:
+        """A received message older than ``drop_older_than`` (logged at info, without content)."""
+        if self.drop_older_than is None:
+            return False
+        age = message_age(request.event, self._clock())
+        if age is None or age <= self.drop_older_than:
+            return False
+        logger.info("request %s: dropping message %s, %.0f s old (drop_older_than=%.0f s)",
+                    request.request_id or "-", getattr(request.event, "message_id", "-"), age,
+                    self.drop_older_than)
+        return True
+
+    def _flow(self, message: Any) -> Generator[Step, Any, DispatchResult]:
+        """The one dispatch algorithm: parse, answer a challenge, skip stale and duplicate events, take the
+        event's ordering lock, call the handlers (yielded steps), release the lock."""
         request = self.parse(message)
         event = request.event
+        rid = request.request_id or "-"
         if isinstance(event, UrlVerification):
             return DispatchResult(request, {"challenge": event.challenge})
+        if self._is_stale(request):
+            return DispatchResult(request, None, skipped="stale")
+        claim = claim_event(self._dedup, self.app_id, event, rid)
+        if claim.duplicate:
+            return DispatchResult(request, claim.duplicate_response(event), skipped="duplicate")
         if self._on_message_overridden():
-            calls = [_Call(self.on_message, (request.data, message), "on_message")]
+            calls = [Call(self.on_message, (request.data, message), "on_message")]
         else:  # dispatch each handler directly, so async ones are awaited on the caller's loop
-            calls = [_Call(f, (event,), _handler_name(f)) for f in self.handlers_for(event)]
+            calls = [Call(f, (event,), handler_name(f)) for f in self.handlers_for(event)]
         if not calls:
-            logger.debug("request %s: no handler for %s", request.request_id or "-", event.event_type)
-        response, failed = yield from self._run_calls(event, request.request_id or "-", calls)
+            logger.debug("request %s: no handler for %s", rid, event.event_type)
+        key = self._ordering_key(event) if calls else None
+        try:
+            if key is not None:
+                yield Acquire(key)
+            response, failed = yield from self._run_calls(event, rid, calls)
+            if key is not None:
+                yield Release(key)
+        except BaseException:  # cancelled (GeneratorExit): a later delivery may run the handlers
+            claim.finish(False)
+            raise
+        claim.finish(not failed, response)
         return DispatchResult(request, response, failed)
 
+    def _ordering_key(self, event: FeishuEvent) -> Hashable | None:
+        if self._key_fn is None or event.is_callback:
+            return None
+        try:
+            return self._key_fn(event)
+        except Exception:  # a broken key function must not lose the event: run it unordered
+            logger.exception("ordering key function failed on %s; handling it unordered", event.event_type)
+            return None
+
     def _run_calls(
-        self, event: FeishuEvent, request_id: str, calls: list[_Call]
-    ) -> Generator[_Call, Any, tuple[dict[str, Any] | None, bool]]:
+        self, event: FeishuEvent, request_id: str, calls: list[Call]
+    ) -> Generator[Call, Any, tuple[dict[str, Any] | None, bool]]:
         response: dict[str, Any] | None = None
         failed = False
         for call in calls:
@@ -451,13 +449,13 @@ class Bot:
 
     def dispatch(self, message: Mapping[str, Any] | Envelope | str | bytes) -> DispatchResult:
         """:meth:`process_message` with the verified request and the handler outcome (for adapters)."""
-        return _drive_sync(self._flow(message))
+        return drive_sync(self._flow(message), self._sync_locks)
 
     async def adispatch(
         self, message: Mapping[str, Any] | Envelope | str | bytes, *, executor: Executor | None = None
     ) -> DispatchResult:
         """Async :meth:`dispatch`: the same flow; ``async def`` handlers awaited, ``def`` in ``executor``."""
-        return await _drive_async(self._flow(message), executor)
+        return await drive_async(self._flow(message), executor, self._async_locks)
 
     def process_message(self, message: Mapping[str, Any] | Envelope | str | bytes) -> dict[str, Any] | None:
         """Verify, decrypt, dispatch one relay envelope; return what goes back to Feishu.
@@ -477,89 +475,3 @@ class Bot:
         """Async :meth:`process_message`; ``def`` handlers (and a ``def on_message``) run in ``executor``
         (None: the loop's default executor)."""
         return (await self.adispatch(message, executor=executor)).response
-
-    # -- OpenAPI -------------------------------------------------------------------------------------
-
-    def _require_secret(self) -> str:
-        if not self.app_secret:
-            raise ConfigurationError("app_secret is required for OpenAPI calls")
-        return self.app_secret
-
-    @property
-    def api(self) -> OpenAPIClient:
-        """The sync OpenAPI client, created on first use."""
-        with self._api_lock:
-            if self._api is None:
-                from .openapi import OpenAPIClient
-
-                self._api = OpenAPIClient(
-                    self.app_id, self._require_secret(), host=self.host,
-                    transport=self._http_transport, clock=self._clock,
-                )
-            return self._api
-
-    @property
-    def async_api(self) -> AsyncOpenAPIClient:
-        """The asyncio OpenAPI client, created on first use."""
-        with self._api_lock:
-            if self._async_api is None:
-                from .openapi import AsyncOpenAPIClient
-
-                self._async_api = AsyncOpenAPIClient(
-                    self.app_id, self._require_secret(), host=self.host,
-                    transport=self._async_http_transport, clock=self._clock,
-                )
-            return self._async_api
-
-    # The original convenience methods, delegating to ``self.api``. ``msg_type=None`` means "text", or
-    # the ``msg_type`` a card/message builder carries (so ``bot.send(open_id, card)`` works). Extra
-    # keyword arguments (``uuid=``, ``reply_in_thread=``) are passed on.
-
-    def send(
-        self, receive_id: str, content: Any, msg_type: str | None = None, receive_id_type: str = "open_id",
-        **kwargs: Any,
-    ) -> Any:
-        """Send a message (``POST /open-apis/im/v1/messages``); returns the created message."""
-        return self.api.send(
-            receive_id, content, msg_type=msg_type, receive_id_type=receive_id_type, **kwargs
-        )
-
-    def reply(self, message_id: str, content: Any, msg_type: str | None = None, **kwargs: Any) -> Any:
-        """Reply to ``message_id``; ``reply_in_thread=True`` replies in a thread."""
-        return self.api.reply(message_id, content, msg_type=msg_type, **kwargs)
-
-    def update(self, message_id: str, content: Any) -> Any:
-        """Replace a card the app sent (``PATCH /open-apis/im/v1/messages/:message_id``)."""
-        return self.api.update(message_id, content)
-
-    def send_text(self, receive_id: str, text: str, receive_id_type: str = "open_id", **kwargs: Any) -> Any:
-        return self.api.send_text(receive_id, text, receive_id_type=receive_id_type, **kwargs)
-
-    def reply_text(self, message_id: str, text: str, **kwargs: Any) -> Any:
-        return self.api.reply_text(message_id, text, **kwargs)
-
-    def send_card(
-        self, receive_id: str, content: Any, receive_id_type: str = "open_id", **kwargs: Any
-    ) -> Any:
-        return self.api.send_card(receive_id, content, receive_id_type=receive_id_type, **kwargs)
-
-    def reply_card(self, message_id: str, content: Any, **kwargs: Any) -> Any:
-        return self.api.reply_card(message_id, content, **kwargs)
-
-    def update_card(self, message_id: str, content: Any) -> Any:
-        return self.api.update_card(message_id, content)
-
-    def close(self) -> None:
-        """Release the sync HTTP client (the async one needs :meth:`aclose`)."""
-        with self._api_lock:
-            api, self._api = self._api, None
-        if api is not None:
-            api.close()
-
-    async def aclose(self) -> None:
-        """Release both HTTP clients."""
-        with self._api_lock:
-            aapi, self._async_api = self._async_api, None
-        if aapi is not None:
-            await aapi.aclose()
-        self.close()

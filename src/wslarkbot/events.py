@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from . import content as _content
 from .exceptions import MalformedRequestError
 
 __all__ = [
@@ -190,8 +191,9 @@ def _parse_content(content: Any) -> dict[str, Any]:
 class MessageEvent(EventV2):
     """``im.message.receive_v1`` with accessors for the message and its sender.
 
-    ``content`` is the parsed JSON of ``event.message.content`` (``{}`` when it is not a JSON object).
-    Kept deliberately small: richer parsing (mentions in text, post bodies) builds on :attr:`message`.
+    ``content`` is the parsed JSON of ``event.message.content`` (``{}`` when it is not a JSON object);
+    :attr:`body` is it typed (:mod:`wslarkbot.content`), :meth:`mentions_bot` / :attr:`text_without_mentions`
+    handle group-chat @mentions.
     """
 
     message_id: str = ""
@@ -217,8 +219,41 @@ class MessageEvent(EventV2):
 
     @property
     def mentions(self) -> list[dict[str, Any]]:
+        """``message.mentions`` as sent (dicts); :attr:`mention_list` has them typed."""
         mentions = self.message.get("mentions")
         return [m for m in mentions if isinstance(m, dict)] if isinstance(mentions, list) else []
+
+    @property
+    def mention_list(self) -> list[_content.Mention]:
+        """``message.mentions`` as :class:`~wslarkbot.content.Mention` objects."""
+        return _content.parse_mentions(self.message.get("mentions"))
+
+    def mentions_bot(self, bot_open_id: str | None = None, *, bot_name: str | None = None) -> bool:
+        """Whether the bot is @mentioned: by ``bot_open_id`` when given, else by ``bot_name``, else any
+        mention counts (see :mod:`wslarkbot.content` for why)."""
+        return _content.mentions_bot(self.mention_list, bot_open_id, bot_name=bot_name)
+
+    @property
+    def is_mentioned(self) -> bool:
+        """:meth:`mentions_bot` without identity: someone (not @all) is mentioned."""
+        return self.mentions_bot()
+
+    @property
+    def is_group(self) -> bool:
+        """A group chat (``chat_type`` ``group``); False for p2p."""
+        return self.chat_type == "group"
+
+    @property
+    def text_without_mentions(self) -> str | None:
+        """:attr:`text` without ``@_user_N`` / ``@_all`` placeholders, trimmed; None when not text."""
+        text = self.text
+        return None if text is None else _content.strip_mentions(text)
+
+    @property
+    def body(self) -> _content.ReceivedContent:
+        """The typed content: ``ReceivedText``, ``ReceivedPost``, ``ReceivedImage``, ``ReceivedFile``,
+        ``ReceivedCard`` or ``ReceivedOther`` (:mod:`wslarkbot.content`)."""
+        return _content.parse_content(self.message_type, self.content)
 
     @property
     def message_create_time(self) -> str | None:

@@ -1,0 +1,115 @@
+"""The OpenAPI side of :class:`~wslarkbot.bot.Bot` (private): ``bot.api``, ``bot.async_api`` and the original
+project's convenience methods (``send``, ``reply_text``, ``update_card``...), delegating to ``bot.api``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .openapi import AsyncOpenAPIClient, OpenAPIClient
+
+__all__ = ["BotAPIMixin"]
+
+
+class BotAPIMixin:
+    """OpenAPI clients created on first use from the bot's credentials and host."""
+
+    app_id: str
+    app_secret: str | None
+    host: str
+    _http_transport: Any
+    _async_http_transport: Any
+    _clock: Callable[[], float]
+    _api: OpenAPIClient | None
+    _async_api: AsyncOpenAPIClient | None
+    _api_lock: threading.Lock
+
+
+
+    def _require_secret(self) -> str:
+        if not self.app_secret:
+            raise ConfigurationError("app_secret is required for OpenAPI calls")
+        return self.app_secret
+
+    @property
+    def api(self) -> OpenAPIClient:
+        """The sync OpenAPI client, created on first use."""
+        with self._api_lock:
+            if self._api is None:
+                from .openapi import OpenAPIClient
+
+                self._api = OpenAPIClient(
+                    self.app_id, self._require_secret(), host=self.host,
+                    transport=self._http_transport, clock=self._clock,
+                )
+            return self._api
+
+    @property
+    def async_api(self) -> AsyncOpenAPIClient:
+        """The asyncio OpenAPI client, created on first use."""
+        with self._api_lock:
+            if self._async_api is None:
+                from .openapi import AsyncOpenAPIClient
+
+                self._async_api = AsyncOpenAPIClient(
+                    self.app_id, self._require_secret(), host=self.host,
+                    transport=self._async_http_transport, clock=self._clock,
+                )
+            return self._async_api
+
+    # The original convenience methods, delegating to ``self.api``. ``msg_type=None`` means "text", or
+    # the ``msg_type`` a card/message builder carries (so ``bot.send(open_id, card)`` works). Extra
+    # keyword arguments (``uuid=``, ``reply_in_thread=``) are passed on.
+
+    def send(
+        self, receive_id: str, content: Any, msg_type: str | None = None, receive_id_type: str = "open_id",
+        **kwargs: Any,
+    ) -> Any:
+        """Send a message (``POST /open-apis/im/v1/messages``); returns the created message."""
+        return self.api.send(
+            receive_id, content, msg_type=msg_type, receive_id_type=receive_id_type, **kwargs
+        )
+
+    def reply(self, message_id: str, content: Any, msg_type: str | None = None, **kwargs: Any) -> Any:
+        """Reply to ``message_id``; ``reply_in_thread=True`` replies in a thread."""
+        return self.api.reply(message_id, content, msg_type=msg_type, **kwargs)
+
+    def update(self, message_id: str, content: Any) -> Any:
+        """Replace a card the app sent (``PATCH /open-apis/im/v1/messages/:message_id``)."""
+        return self.api.update(message_id, content)
+
+    def send_text(self, receive_id: str, text: str, receive_id_type: str = "open_id", **kwargs: Any) -> Any:
+        return self.api.send_text(receive_id, text, receive_id_type=receive_id_type, **kwargs)
+
+    def reply_text(self, message_id: str, text: str, **kwargs: Any) -> Any:
+        return self.api.reply_text(message_id, text, **kwargs)
+
+    def send_card(
+        self, receive_id: str, content: Any, receive_id_type: str = "open_id", **kwargs: Any
+    ) -> Any:
+        return self.api.send_card(receive_id, content, receive_id_type=receive_id_type, **kwargs)
+
+    def reply_card(self, message_id: str, content: Any, **kwargs: Any) -> Any:
+        return self.api.reply_card(message_id, content, **kwargs)
+
+    def update_card(self, message_id: str, content: Any) -> Any:
+        return self.api.update_card(message_id, content)
+
+    def close(self) -> None:
+        """Release the sync HTTP client (the async one needs :meth:`aclose`)."""
+        with self._api_lock:
+            api, self._api = self._api, None
+        if api is not None:
+            api.close()
+
+    async def aclose(self) -> None:
+        """Release both HTTP clients."""
+        with self._api_lock:
+            aapi, self._async_api = self._async_api, None
+        if aapi is not None:
+            await aapi.aclose()
+        self.close()
