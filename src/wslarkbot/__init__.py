@@ -53,6 +53,16 @@ from .client import (
     ReconnectGaveUp,
     RelayAuthError,
 )
+from .content import (
+    Mention,
+    ReceivedCard,
+    ReceivedFile,
+    ReceivedImage,
+    ReceivedOther,
+    ReceivedPost,
+    ReceivedText,
+)
+from .dedup import Deduplicator, MemoryDeduplicator, SqliteDeduplicator
 from .events import (
     CallbackV2,
     CardAction,
@@ -107,6 +117,7 @@ from .messages import (
     mention_all,
 )
 from .openapi import AsyncOpenAPIClient, OpenAPIClient, OpenAPIResponse
+from .streaming import AsyncStreamingCard, StreamingCard
 
 __version__ = "1.0.0.dev0"
 
@@ -186,6 +197,20 @@ __all__ = [
     "LegacyCardAction",
     "UrlVerification",
     "parse_payload",
+    # received message contents and mentions
+    "Mention",
+    "ReceivedText",
+    "ReceivedPost",
+    "ReceivedImage",
+    "ReceivedFile",
+    "ReceivedCard",
+    "ReceivedOther",
+    # chat-bot helpers
+    "StreamingCard",
+    "AsyncStreamingCard",
+    "Deduplicator",
+    "MemoryDeduplicator",
+    "SqliteDeduplicator",
     # exceptions
     "WslarkbotError",
     "RequestRejected",
