@@ -171,7 +171,8 @@ def test_cli_serve_on_port_zero_prints_the_listening_line_and_serves() -> None:
         assert httpx.get(f"{url}/healthz", timeout=5).text == "ok"
         # the env var reached the config: an unanswered challenge times out after 0.2 s
         with sync_connect(f"ws://127.0.0.1:{port}/sub/cli_a"):
-            resp = httpx.post(f"{url}/hook/cli_a", json={"challenge": "c"}, timeout=5)
+            challenge = {"type": "url_verification", "challenge": "c", "token": "t"}
+            resp = httpx.post(f"{url}/hook/cli_a", json=challenge, timeout=5)
         assert resp.json() == {"msg": "no reply from the bot within 0.2 s"}
     finally:
         proc.send_signal(signal.SIGINT)

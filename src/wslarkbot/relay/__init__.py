@@ -5,7 +5,8 @@ Public API::
     from wslarkbot.relay import RelayConfig, run_relay, RelayThread, create_app
 
 ``RelayConfig`` needs nothing beyond the standard library; the rest needs the ``relay`` extra (aiohttp,
-bcrypt) and is imported lazily, so ``import wslarkbot.relay`` works without it.
+bcrypt) and is imported lazily, so ``import wslarkbot.relay`` works without it. ``RedisHub`` (several nodes
+sharing Redis, ``--redis``, docs/deploy.md) also needs the ``redis`` extra.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from .config import RelayConfig
 if TYPE_CHECKING:
     from .app import create_app
     from .hub import Hub, InMemoryHub, Subscriber
+    from .redis_hub import RedisHub
     from .runner import RelayThread, RunningRelay, run_relay
 
 __all__ = [
     "Hub",
     "InMemoryHub",
+    "RedisHub",
     "RelayConfig",
     "RelayThread",
     "RunningRelay",
@@ -35,6 +38,7 @@ _LAZY = {
     "Hub": ".hub",
     "InMemoryHub": ".hub",
     "Subscriber": ".hub",
+    "RedisHub": ".redis_hub",
     "RelayThread": ".runner",
     "RunningRelay": ".runner",
     "run_relay": ".runner",

@@ -5,28 +5,44 @@ Routes (docs/protocol.md):
 * ``POST /hook/<app_id>``, ``POST /org_<name>/<app_id>``: Feishu's webhooks (:mod:`.publish`);
 * ``GET /sub/<ch1,ch2,...>``: WebSocket subscriptions (:mod:`.subscribe`);
 * ``POST /sub/<request_id>``: replies of original clients (:mod:`.publish`);
-* ``GET /status`` (JSON counters), ``GET /healthz`` (``ok``).
+* ``GET /status`` (JSON counters), ``GET /healthz`` (``ok``);
+* with ``gateway_config``: ``POST /callback/ws/endpoint`` and ``GET /callback/ws/v2``, Feishu's
+  long-connection protocol for the apps listed in that file (:mod:`.longconn`, docs/long-connection.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from ..exceptions import ConfigurationError
+from . import admin
 from .auth import AccessPolicy
 from .config import RelayConfig
 from .hub import Hub, InMemoryHub
+from .longconn.server import GATEWAY_KEY
 from .publish import handle_reply_post, handle_webhook
 from .state import STATE_KEY, RelayState, log
 from .subscribe import handle_subscribe
 
-__all__ = ["STATE_KEY", "create_app"]
+__all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
 
 
 async def _status(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    return web.json_response(state.stats.snapshot(state.hub.counts()))
+    return web.json_response(status_snapshot(request.app))
+
+
+def status_snapshot(app: web.Application) -> dict[str, Any]:
+    """What ``GET /status`` answers: counters, hub gauges, uptime, and gateway connections if mounted."""
+    state = app[STATE_KEY]
+    out = state.stats.snapshot(state.hub.counts())
+    out.update(state.hub.describe())
+    gateway = app.get(GATEWAY_KEY)
+    if gateway is not None:
+        out["gateway"] = gateway.counts()
+    return out
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -54,6 +70,40 @@ async def _on_shutdown(app: web.Application) -> None:
         task.cancel()
 
 
+def default_hub(config: RelayConfig) -> Hub:
+    """:class:`InMemoryHub`, or a :class:`~.redis_hub.RedisHub` when ``config.redis_url`` is set.
+
+    Raises:
+        ConfigurationError: ``redis_url`` is set but the ``redis`` extra is not installed.
+    """
+    if not config.redis_url:
+        return InMemoryHub(
+            max_subscribers_per_channel=config.max_subscribers_per_channel,
+            max_pending_replies=config.max_pending_replies,
+        )
+    try:
+        from .redis_hub import RedisHub  # imports redis: only with --redis
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--redis needs the redis extra: pip install 'wslarkbot[redis]' ({exc.name} is missing)"
+        ) from None
+    longest_wait = max(config.challenge_timeout, config.callback_timeout, config.ack_timeout)
+    return RedisHub(
+        config.redis_url,
+        max_subscribers_per_channel=config.max_subscribers_per_channel,
+        max_pending_replies=config.max_pending_replies,
+        pending_ttl=longest_wait + 30.0,
+    )
+
+
+async def _start_hub(app: web.Application) -> None:
+    await app[STATE_KEY].hub.start()
+
+
+async def _close_hub(app: web.Application) -> None:
+    await app[STATE_KEY].hub.close()
+
+
 def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Application:
     """Build the relay application.
 
@@ -65,18 +115,23 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
         ConfigurationError: inconsistent auth options or an unreadable htpasswd file.
     """
     if hub is None:
-        hub = InMemoryHub(
-            max_subscribers_per_channel=config.max_subscribers_per_channel,
-            max_pending_replies=config.max_pending_replies,
-        )
+        hub = default_hub(config)
     state = RelayState(config=config, hub=hub, access=AccessPolicy(config))
     # client_max_size only guards request.read()/post(); bodies are read through publish.read_body.
     app = web.Application(client_max_size=config.max_body_bytes)
     app[STATE_KEY] = state
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
+    admin.install(app)  # /metrics, /dashboard (relay/admin.py)
     app.router.add_get("/sub/{target}", handle_subscribe)
     app.router.add_post("/sub/{target}", handle_reply_post)
     app.router.add_post("/{org}/{app_id}", handle_webhook)
+    app.on_startup.append(_start_hub)
     app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_close_hub)
+    if config.gateway_config:
+        # Imported only when configured: the gateway is an optional feature (docs/long-connection.md).
+        from .longconn import Gateway, load_gateway_config
+
+        Gateway(load_gateway_config(config.gateway_config)).install(app)
     return app

@@ -73,17 +73,28 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     return RelayConfig.from_env(env, **overrides)
 
 
+#: Structured fields a log call may pass with ``extra=`` (publish.py's per-webhook line does).
+LOG_FIELDS = ("request_id", "channel", "status", "latency_ms")
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, ms), level, logger, msg, and :data:`LOG_FIELDS` when present."""
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for key in LOG_FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def _setup_logging(config: RelayConfig) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "MIB", "RelayConfig", "env_name", "flag_name", "parse_bool"]
+__all__ = ["ENV_PREFIX", "MIB", "REDIS_SCHEMES", "RelayConfig", "env_name", "flag_name", "parse_bool"]
 
 ENV_PREFIX = "WSLARKBOT_"
 MIB = 1024 * 1024
@@ -59,6 +59,27 @@ class RelayConfig:
     shutdown_timeout: float = _opt(2.0, "seconds to let requests finish on shutdown")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_json: bool = _opt(False, "log one JSON object per line")
+    # Operator pages (relay/admin.py): GET /dashboard needs these; GET /metrics too with metrics_auth.
+    admin_user: str | None = _opt(None, "user name for /dashboard (HTTP basic auth); unset: dashboard off")
+    admin_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"help": "admin password or its htpasswd hash ($2y$, $apr1$, {SHA}); prefer the env var"},
+    )
+    metrics_auth: bool = _opt(False, "require the admin credentials for /metrics too (default: open)")
+    gateway_config: str | None = _opt(
+        None,
+        "gateway config (.toml/.json) listing apps served over Feishu's long-connection protocol "
+        "(docs/long-connection.md)",
+    )
+    redis_url: str | None = field(
+        default=None,
+        repr=False,  # may carry a password (redis://:secret@host)
+        metadata={
+            "help": "share subscriptions and replies with other relay nodes through this Redis "
+            "(redis://[:password@]host:6379/0, rediss://, unix://); unset: this process alone",
+        },
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -79,6 +100,8 @@ class RelayConfig:
             raise ConfigurationError(f"port must be 0..65535, got {self.port}")
         if self.heartbeat < 0:
             raise ConfigurationError("heartbeat must be >= 0 (0 disables WebSocket pings)")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ConfigurationError(f"redis_url must start with one of {', '.join(REDIS_SCHEMES)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> RelayConfig:
@@ -100,12 +123,17 @@ class RelayConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: Fields whose flag and variable are shorter than the field name: ``redis_url`` -> ``--redis``.
+_SHORT_NAMES = {"redis_url": "redis"}
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def flag_name(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
+    return "--" + _SHORT_NAMES.get(field_name, field_name).replace("_", "-")
 
 
 def env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
+    return ENV_PREFIX + _SHORT_NAMES.get(field_name, field_name).upper()
 
 
 def parse_bool(text: str) -> bool:

@@ -1,7 +1,8 @@
 """The hub: who is subscribed to which channel, fan-out of frames, and requests waiting for answers.
 
 :class:`Hub` is the interface the HTTP/WebSocket layer uses; :class:`InMemoryHub` serves one process.
-A Redis-backed hub (scale-out) implements the same async methods.
+:class:`~wslarkbot.relay.redis_hub.RedisHub` (``--redis``, docs/deploy.md) implements the same methods for
+several processes sharing one Redis.
 
 Fan-out is cheap: the envelope is encoded once per webhook and the same ``str`` is appended to each
 subscriber's outgoing buffer (no copy, no task per message). One writer task per *connection* drains the
@@ -17,11 +18,12 @@ import asyncio
 import collections
 import itertools
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from .limits import LimitExceeded
 from .pending import Outcome, PendingEntry, PendingTable, Resolution
 
-__all__ = ["Hub", "InMemoryHub", "Subscriber"]
+__all__ = ["Delivery", "Hub", "InMemoryHub", "Subscriber"]
 
 _ids = itertools.count(1)
 
@@ -89,8 +91,48 @@ class Subscriber:
         self._wakeup.set()
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What :meth:`Hub.deliver` reports about one webhook's fan-out.
+
+    Attributes:
+        subscribers: how many subscribers (on every node) accepted the frame; 0 means answer 503.
+        protocol2: whether one of them speaks protocol 2 (it will ``reply`` or ``ack``), or an answer
+            already arrived; an event delivered only to original clients is answered 200 at once.
+    """
+
+    subscribers: int
+    protocol2: bool
+
+
 class Hub(abc.ABC):
-    """What the relay's HTTP layer needs from a hub. All methods run on the relay's event loop."""
+    """What the relay's HTTP layer needs from a hub. All methods run on the relay's event loop.
+
+    The lifecycle methods (:meth:`start`, :meth:`close`) and :meth:`deliver` have single-process defaults;
+    a shared hub overrides them.
+    """
+
+    async def start(self) -> None:  # noqa: B027 - optional hook; the in-memory hub has nothing to start
+        """Connect to whatever backs the hub (called once when the app starts)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, as start()
+        """Release connections and tasks (called once at app cleanup, after :meth:`shutdown`)."""
+
+    def describe(self) -> dict[str, object]:
+        """Extra ``/status`` fields (e.g. the Redis link); empty for the in-memory hub."""
+        return {}
+
+    async def deliver(self, channel: str, frame: str, *, request_id: str, timeout: float) -> Delivery:
+        """Fan ``frame`` (the envelope of request ``request_id``) out to every subscriber of ``channel``.
+
+        Args:
+            timeout: the longest this may wait for other nodes to report delivery.
+
+        Raises:
+            LimitExceeded: the hub cannot deliver at all right now (503, e.g. Redis unreachable).
+        """
+        delivered = await self.publish(channel, frame)
+        return Delivery(len(delivered), any(s.protocol >= 2 for s in delivered))
 
     @abc.abstractmethod
     async def subscribe(self, sub: Subscriber) -> None:
@@ -165,6 +207,10 @@ class InMemoryHub(Hub):
                 members.pop(sub.id, None)
                 if not members:
                     del self._channels[ch]
+
+    def has_subscribers(self, channel: str) -> bool:
+        """Whether ``channel`` has a subscriber in this process."""
+        return channel in self._channels
 
     async def publish(self, channel: str, frame: str) -> list[Subscriber]:
         members = self._channels.get(channel)

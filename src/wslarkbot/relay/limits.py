@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..exceptions import WslarkbotError
 from ..wire import CHANNEL_RE
 
-__all__ = ["LimitExceeded", "parse_channel_list"]
+__all__ = ["BackendUnavailable", "LimitExceeded", "parse_channel_list"]
 
 
 class LimitExceeded(WslarkbotError):
@@ -22,6 +22,16 @@ class LimitExceeded(WslarkbotError):
         self.status = status
         self.limit = limit
         self.reason = reason
+
+
+class BackendUnavailable(LimitExceeded):
+    """The shared hub's backend (Redis) cannot be reached: 503 with ``Retry-After``, so Feishu retries.
+
+    Logged once per state change by the hub, not once per request.
+    """
+
+    def __init__(self, reason: str = "relay backend (redis) unavailable") -> None:
+        super().__init__(503, "backend", reason)
 
 
 def parse_channel_list(spec: str, *, max_channels: int) -> tuple[str, ...]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 
 from aiohttp import web
 
 from ..exceptions import ProtocolError
 from ..wire import CHANNEL_RE, HOOK_ORG_ID, REQUEST_ID_RE, Envelope, is_org_channel
-from .limits import LimitExceeded
+from .limits import BackendUnavailable, LimitExceeded
+from .longconn.server import GATEWAY_KEY
 from .pending import Outcome, Resolution
 from .policy import WaitKind, classify, timeout_for
 from .state import STATE_KEY, RelayState, json_error, log
@@ -45,7 +47,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 def _reject(state: RelayState, request: web.Request, exc: LimitExceeded, **context: object) -> web.Response:
     state.stats.rejected += 1
     extra = " ".join(f"{k}={v}" for k, v in context.items())
-    log.warning(
+    # An unreachable backend is logged once per state change by the hub, not once per request.
+    log.log(
+        logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING,
         "rejected %s %s from %s: %d %s (%s) %s",
         request.method,
         request.path[:100],
@@ -90,6 +94,11 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         raw = await read_body(request, state.config.max_body_bytes)
     except LimitExceeded as exc:
         return _reject(state, request, exc, channel=channel)
+    # Apps listed in --gateway-config are served over Feishu's long-connection protocol instead
+    # (docs/long-connection.md); the body limit above applies to them too.
+    gateway = request.app.get(GATEWAY_KEY)
+    if org == HOOK_ORG_ID and gateway is not None and gateway.serves(app_id):
+        return await gateway.webhook_response(app_id, request.headers, raw)
 
     request_id = request.headers.get("X-Request-Id", "")
     if not REQUEST_ID_RE.match(request_id):
@@ -125,11 +134,17 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     outcome_name = "error"
     try:
         frame = envelope.to_json()
-        delivered = await state.hub.publish(channel, frame)
-        delivered_n = len(delivered)
+        timeout = timeout_for(kind, state.config)
+        deadline = loop.time() + timeout
+        try:
+            delivery = await state.hub.deliver(channel, frame, request_id=request_id, timeout=timeout)
+        except LimitExceeded as exc:
+            status, outcome_name = exc.status, exc.limit
+            return _reject(state, request, exc, channel=channel, request_id=request_id)
+        delivered_n = delivery.subscribers
         state.stats.published += 1
         state.stats.delivered += delivered_n
-        if not delivered:
+        if not delivered_n:
             state.stats.undelivered += 1
             status, outcome_name = 503, "no-subscriber"
             return json_error(
@@ -137,12 +152,14 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
                 f"no subscriber connected for channel {channel}",
                 headers={"Retry-After": str(state.config.retry_after)},
             )
-        if kind is WaitKind.EVENT and not any(s.protocol >= 2 for s in delivered):
+        if kind is WaitKind.EVENT and not delivery.protocol2:
             status, outcome_name = 200, "delivered"
             return web.Response(text=_SUCCESS, content_type="application/json")
-        timeout = timeout_for(kind, state.config)
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(entry.future), timeout)
+            # The deadline counts from publishing: a shared hub may have spent some of it collecting
+            # delivery reports from other nodes.
+            remaining = max(0.0, deadline - loop.time())
+            outcome = await asyncio.wait_for(asyncio.shield(entry.future), remaining)
         except asyncio.TimeoutError:
             state.stats.timeouts += 1
             status, outcome_name = 504, "timeout"
@@ -160,6 +177,10 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         return _reply_response(outcome)
     finally:
         await state.hub.cancel_pending(request_id)
+        latency = loop.time() - started
+        state.observer.webhook_answered(
+            channel, request_id, kind.value, delivered_n, status, outcome_name, latency
+        )
         log.info(
             "webhook request_id=%s channel=%s kind=%s delivered=%d status=%d outcome=%s latency_ms=%.1f",
             request_id,
@@ -168,7 +189,14 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
             delivered_n,
             status,
             outcome_name,
-            (loop.time() - started) * 1000,
+            latency * 1000,
+            # Fields for --log-json (cli.py); plain-text logs show them in the message.
+            extra={
+                "request_id": request_id,
+                "channel": channel,
+                "status": status,
+                "latency_ms": round(latency * 1000, 1),
+            },
         )
 
 
@@ -187,7 +215,10 @@ async def handle_reply_post(request: web.Request) -> web.StreamResponse:
         json.loads(text)
     except (UnicodeDecodeError, ValueError):
         return _reject(state, request, LimitExceeded(400, "json", "reply body is not UTF-8 JSON"))
-    result = await state.hub.resolve(request_id, Outcome("reply", text, via="http"))
+    try:
+        result = await state.hub.resolve(request_id, Outcome("reply", text, via="http"))
+    except LimitExceeded as exc:
+        return _reject(state, request, exc, request_id=request_id)
     if result is Resolution.OK:
         return web.json_response({"ok": True})
     status = 404 if result is Resolution.UNKNOWN else 409

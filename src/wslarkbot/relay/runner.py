@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .._background import BackgroundLoop
 from ..exceptions import ConfigurationError
-from .app import STATE_KEY, create_app
+from .app import create_app, status_snapshot
 from .config import RelayConfig
 from .state import log
 
@@ -60,8 +60,7 @@ class RunningRelay:
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` would answer."""
-        state = self.app[STATE_KEY]
-        return state.stats.snapshot(state.hub.counts())
+        return status_snapshot(self.app)
 
     async def stop(self) -> None:
         """Stop accepting, answer waiting requests 503, close WebSockets 1001, release the port."""

@@ -12,6 +12,7 @@ from aiohttp import web
 from .auth import AccessPolicy
 from .config import RelayConfig
 from .hub import Hub, Subscriber
+from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
 
 __all__ = ["STATE_KEY", "RelayState", "json_error", "log"]
@@ -33,6 +34,8 @@ class RelayState:
     #: tasks the relay owns beyond request handlers (kicking slow subscribers).
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closing: bool = False
+    #: metrics and dashboard (relay/observe.py); admin.install() sets it, the default does nothing.
+    observer: RelayObserver = NULL_OBSERVER
 
 
 STATE_KEY: web.AppKey[RelayState] = web.AppKey("wslarkbot_relay_state", RelayState)

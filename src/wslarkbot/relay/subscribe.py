@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from ..exceptions import ProtocolError
 from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
 from .auth import REALM
 from .hub import Subscriber
-from .limits import LimitExceeded, parse_channel_list
+from .limits import BackendUnavailable, LimitExceeded, parse_channel_list
 from .pending import Outcome, Resolution
 from .state import STATE_KEY, RelayState, json_error, log
 
@@ -34,7 +35,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 def _refuse(state: RelayState, request: web.Request, exc: LimitExceeded) -> web.Response:
     state.stats.rejected += 1
-    log.warning(
+    # An unreachable backend is logged once per state change by the hub, not once per attempt.
+    log.log(
+        logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING,
         "subscribe refused from %s to %s: %d %s (%s)",
         request.remote,
         request.match_info.get("target", "")[:100],
@@ -151,6 +154,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
         sub.on_overload = _kick_slow(state, request, ws, writer)
         state.connections[sub] = ws
         state.stats.subscribes += 1
+        state.observer.subscriber_connected(sub)
         log.info("subscribe peer=%s channels=%s proto=%d", peer, ",".join(channels), proto)
         await _read_loop(state, ws, sub)
     finally:
@@ -164,6 +168,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
             await ws.close()
         if writer is not None:
             state.stats.unsubscribes += 1
+            state.observer.subscriber_disconnected(sub, ws.close_code)
             log.info("unsubscribe peer=%s channels=%s close_code=%s", peer, ",".join(channels), ws.close_code)
     return ws
 
@@ -208,8 +213,15 @@ async def _on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes
     else:
         body = msg.body if msg.body is not None else {}
         outcome = Outcome("reply", json.dumps(body, ensure_ascii=False, separators=(",", ":")), via="ws")
-    result = await state.hub.resolve(msg.request_id, outcome, channels=sub.channel_set)
-    if result is not Resolution.OK:
+    try:
+        result = await state.hub.resolve(msg.request_id, outcome, channels=sub.channel_set)
+    except LimitExceeded as exc:  # the shared hub's backend is unreachable; the request may time out
+        state.stats.rejected += 1
+        sub.offer(encode_message(ServerError(exc.reason, msg.request_id)))
+        return
+    if result is Resolution.OK:
+        state.observer.subscriber_answered(sub, msg.request_id, outcome.kind)
+    else:
         state.stats.rejected += 1
         log.warning(
             "%s from %s refused: %s (request_id=%s)", outcome.kind, sub.peer, result.value, msg.request_id

@@ -4,17 +4,41 @@ Example::
 
     async with run_relay(test_config()) as relay, websockets.connect(relay.ws_url("cli_a")) as ws:
         hello = await recv_json(ws)
+
+    node = await ServeProcess.start("--port", "0", "--redis", redis_url)   # `wslarkbot serve` as a child
+    ...
+    node.kill()                                                            # SIGKILL, for failure tests
+    await node.stop()
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import sys
 from typing import Any, Protocol
 
 from .config import RelayConfig
 
-__all__ = ["SIGNED", "recv_json", "recv_text", "test_config"]
+__all__ = [
+    "LISTENING_RE",
+    "SIGNED",
+    "RedisServer",
+    "ServeProcess",
+    "free_port",
+    "recv_json",
+    "recv_text",
+    "test_config",
+]
+
+#: The line ``wslarkbot serve`` logs once its port is bound (protocol.md §8).
+LISTENING_RE = re.compile(r"wslarkbot relay listening on http://\S+:(\d+)")
 
 #: Headers that make a webhook an event (not a url_verification), as Feishu sends them (protocol.md §1).
 SIGNED = {
@@ -55,3 +79,199 @@ async def recv_text(ws: _Receiver, timeout: float = 3.0) -> str:
 async def recv_json(ws: _Receiver, timeout: float = 3.0) -> Any:
     """The next frame decoded as JSON."""
     return json.loads(await recv_text(ws, timeout))
+
+
+class ServeProcess:
+    """``python -m wslarkbot serve ...`` as a child process; its stderr lines are collected as they come.
+
+    Use :meth:`start` (returns once the listening line was logged), then :attr:`url` / :meth:`ws_url`;
+    :meth:`kill` (SIGKILL) simulates a crashed node; :meth:`stop` ends it (SIGINT, then SIGKILL).
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.port = 0
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(
+        cls, *args: str, env: dict[str, str] | None = None, timeout: float = 20.0
+    ) -> ServeProcess:
+        """Start ``wslarkbot serve --host 127.0.0.1 <args>`` and wait for the listening line.
+
+        Raises:
+            asyncio.TimeoutError: no listening line within ``timeout`` (the process is killed).
+            AssertionError: the process exited first (its stderr is in the message).
+        """
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "wslarkbot",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        node = cls(proc)
+        try:
+            node.port = int((await node.wait_line(LISTENING_RE, timeout)).group(1))
+        except BaseException:
+            await node.stop()
+            raise
+        return node
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, channels: str, proto: int | None = 2) -> str:
+        """``ws://127.0.0.1:PORT/sub/<channels>[?proto=N]``."""
+        return f"ws://127.0.0.1:{self.port}/sub/{channels}" + (f"?proto={proto}" if proto else "")
+
+    async def _read(self) -> None:
+        if self.proc.stderr is None:  # pragma: no cover - always a pipe
+            return
+        async for raw in self.proc.stderr:
+            async with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_line(self, pattern: str | re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
+        """The first stderr line matching ``pattern`` (already logged or still to come).
+
+        Raises:
+            asyncio.TimeoutError: none within ``timeout``.
+            AssertionError: the process exited without logging one.
+        """
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+        def found() -> re.Match[str] | None:
+            return next((m for m in map(rx.search, self.lines) if m), None)
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: found() or self._reader.done()), timeout)
+        match = found()
+        if match is None:
+            raise AssertionError(f"no line matching {rx.pattern!r} in:\n" + "\n".join(self.lines))
+        return match
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, sockets dropped, nothing cleaned up (a crashed node)."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    async def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT and wait (graceful), SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+        code = await self.proc.wait()
+        await self._reader
+        return code
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1 (for servers that cannot report port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on 127.0.0.1: no persistence (``--save "" --appendonly no``), its files in
+    ``workdir``. :meth:`kill` and :meth:`start` again reuse the port, for outage tests.
+
+    Example::
+
+        server = await RedisServer(tmp_path).start()
+        url = server.url          # redis://127.0.0.1:PORT/0
+        ...
+        await server.stop()
+    """
+
+    READY = "Ready to accept connections"
+
+    def __init__(self, workdir: pathlib.Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Future[None] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start and return once it accepts connections.
+
+        Raises:
+            asyncio.TimeoutError: not ready within ``timeout``; AssertionError: it exited (its output shown).
+        """
+        self.proc = await asyncio.create_subprocess_exec(
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        ready = asyncio.Event()
+        self.lines = []
+        # Read the log for as long as it runs: a pipe nobody reads would eventually block redis-server.
+        self._reader = asyncio.ensure_future(self._read(self.proc, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), timeout)
+            if self.proc.returncode is not None or not any(self.READY in line for line in self.lines):
+                raise AssertionError("redis-server exited:\n" + "\n".join(self.lines[-20:]))
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _read(self, proc: asyncio.subprocess.Process, ready: asyncio.Event) -> None:
+        if proc.stdout is None:  # pragma: no cover - always a pipe
+            return
+        async for raw in proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            if self.READY in self.lines[-1]:
+                ready.set()
+        ready.set()
+
+    def kill(self) -> None:
+        """SIGKILL: clients see their connections drop at once."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+    async def stop(self) -> None:
+        """Kill it and reap the process (idempotent)."""
+        if self.proc is None:
+            return
+        self.kill()
+        await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+        self.proc = self._reader = None

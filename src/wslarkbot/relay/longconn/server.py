@@ -23,12 +23,15 @@ Usage inside the relay::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
 from ...crypto import secure_equals
+from ...wire import REQUEST_ID_RE
+from ..observe import NULL_OBSERVER, RelayObserver
 from .config import GatewayConfig, hash_secret
 from .hub import Connection, Hub
 from .tickets import TicketBook, TicketError, TicketExpired
@@ -71,6 +74,8 @@ class Gateway:
         self.hub = hub or Hub(config)
         self.tickets = tickets or TicketBook(config.ticket_ttl)
         self._sockets: set[web.WebSocketResponse] = set()
+        #: told about each webhook answered here (metrics, dashboard); the relay's admin.install sets it.
+        self.observer: RelayObserver = NULL_OBSERVER
 
     def serves(self, app_id: str) -> bool:
         """Whether webhooks for ``app_id`` go to long-connection clients."""
@@ -186,6 +191,7 @@ class Gateway:
             KeyError: ``app_id`` is not a gateway app (check :meth:`serves` first).
         """
         app = self.config.apps[app_id]
+        started = time.monotonic()
         answer = await relay_webhook(
             self.hub,
             app,
@@ -193,6 +199,17 @@ class Gateway:
             body,
             timeout=self.config.event_timeout,
             retry_after=self.config.retry_after,
+        )
+        request_id = headers.get("X-Request-Id") or headers.get("x-request-id") or ""
+        delivered = 0 if answer.outcome in ("rejected", "challenge-gateway", "no-subscriber") else 1
+        self.observer.webhook_answered(
+            app_id,
+            request_id if REQUEST_ID_RE.match(request_id) else "-",
+            answer.kind,
+            delivered,
+            answer.status,
+            answer.outcome,
+            time.monotonic() - started,
         )
         return web.Response(
             status=answer.status,

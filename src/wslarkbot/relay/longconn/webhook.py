@@ -62,16 +62,26 @@ class OpenedWebhook:
 
 @dataclass(frozen=True)
 class HttpAnswer:
-    """What goes back to Feishu."""
+    """What goes back to Feishu; ``kind`` and ``outcome`` describe it for metrics (relay/observe.py)."""
 
     status: int
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    kind: str = field(default="event", compare=False)
+    outcome: str = field(default="", compare=False)
 
     @classmethod
-    def json(cls, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+    def json(
+        cls,
+        status: int,
+        obj: Any,
+        headers: Mapping[str, str] | None = None,
+        *,
+        kind: str = "event",
+        outcome: str = "",
+    ) -> HttpAnswer:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return cls(status, body, dict(headers or {}))
+        return cls(status, body, dict(headers or {}), kind, outcome)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -148,17 +158,23 @@ def open_webhook(app: GatewayApp, headers: Mapping[str, str], body: bytes) -> Op
 
 def http_answer(opened: OpenedWebhook, answer: Mapping[str, Any]) -> HttpAnswer:
     """Map the client's answer frame payload to Feishu's HTTP response (long-connection.md §1)."""
+    kind = opened.kind
     if answer.get("code") != 200:
-        return HttpAnswer.json(500, {"msg": "bot handler failed"})
+        return HttpAnswer.json(500, {"msg": "bot handler failed"}, kind=kind, outcome="error-gateway")
     data = answer.get("data")
     if data:
         try:
             raw = base64.b64decode(data, validate=True)
             json.loads(raw)
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-            return HttpAnswer.json(502, {"msg": "bot answered with invalid callback data"})
-        return HttpAnswer(200, raw)
-    return HttpAnswer.json(200, {"msg": "success"} if opened.kind == "event" else {})
+            return HttpAnswer.json(
+                502, {"msg": "bot answered with invalid callback data"}, kind=kind, outcome="error-gateway"
+            )
+        return HttpAnswer(200, raw, kind=kind, outcome="reply-gateway")
+    body = {"msg": "success"} if kind == "event" else {}
+    return HttpAnswer.json(
+        200, body, kind=kind, outcome="ack-gateway" if kind == "event" else "reply-gateway"
+    )
 
 
 async def relay_webhook(
@@ -170,19 +186,29 @@ async def relay_webhook(
     except RequestRejected as exc:
         status, msg = _REJECTED.get(type(exc), (400, "not a Feishu event"))
         log.warning("gateway webhook for %s rejected: %s", app.app_id, type(exc).__name__)
-        return HttpAnswer.json(status, {"msg": msg})
+        return HttpAnswer.json(status, {"msg": msg}, outcome="rejected")
     if opened.kind == "challenge":
-        return HttpAnswer.json(200, {"challenge": opened.challenge})
+        return HttpAnswer.json(
+            200, {"challenge": opened.challenge}, kind="challenge", outcome="challenge-gateway"
+        )
     try:
         answer = await hub.deliver(
             app.app_id, opened.plaintext, timeout=timeout, trace_id=_header(headers, "X-Request-Id")
         )
     except NoClientConnected:
         log.warning("gateway %s %s %s: no client connected", app.app_id, opened.event_type, opened.event_id)
-        return HttpAnswer.json(503, {"msg": "no bot connected"}, {"Retry-After": str(retry_after)})
+        return HttpAnswer.json(
+            503,
+            {"msg": "no bot connected"},
+            {"Retry-After": str(retry_after)},
+            kind=opened.kind,
+            outcome="no-subscriber",
+        )
     except DeliveryTimeout:
         log.warning("gateway %s %s %s: no answer in time", app.app_id, opened.event_type, opened.event_id)
-        return HttpAnswer.json(504, {"msg": "bot did not answer in time"})
+        return HttpAnswer.json(
+            504, {"msg": "bot did not answer in time"}, kind=opened.kind, outcome="timeout"
+        )
     result = http_answer(opened, answer)
     log.info("gateway %s %s %s -> %d", app.app_id, opened.event_type, opened.event_id, result.status)
     return result
