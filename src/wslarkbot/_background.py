@@ -66,7 +66,7 @@ class BackgroundLoop:
 
         try:
             self.run(_cancel_all(), timeout)
-        except Exception:  # noqa: BLE001 - best effort during shutdown
+        except Exception:  # best effort during shutdown
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
