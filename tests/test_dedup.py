@@ -8,20 +8,30 @@ Feishu simulator pushes duplicates (same event_id, and the same message under a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import pathlib
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from wslarkbot.bot import Bot
+from wslarkbot.client import Dispatcher
 from wslarkbot.dedup import (
     MAX_CACHED_RESPONSE_BYTES,
+    ClaimState,
     Deduplicator,
     MemoryDeduplicator,
     SqliteDeduplicator,
@@ -137,6 +147,47 @@ def test_a_claim_never_finished_expires_after_claim_ttl(make_store: StoreFactory
     assert store.claim("k") is True
 
 
+def test_try_claim_tells_a_running_delivery_from_a_finished_one(make_store: StoreFactory) -> None:
+    """Pending (running: not to be answered) and done (to be acknowledged) are different answers."""
+    store = make_store()
+    assert store.try_claim("k") is ClaimState.NEW
+    assert store.try_claim("k") is ClaimState.PENDING
+    store.release("k")
+    assert store.try_claim("k") is ClaimState.NEW
+    store.mark_done("k")
+    assert store.try_claim("k") is ClaimState.DONE
+
+
+def test_a_store_implementing_only_claim_reports_every_duplicate_as_done() -> None:
+    """A third-party store written before try_claim keeps its old behaviour (duplicates acknowledged)."""
+
+    class OnlyClaim(Deduplicator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.keys: set[str] = set()
+
+        def claim(self, key: str) -> bool:
+            won = key not in self.keys
+            self.keys.add(key)
+            return won
+
+        def release(self, key: str) -> None:
+            self.keys.discard(key)
+
+        def seen(self, key: str) -> bool:
+            return key in self.keys
+
+        def _mark_done(self, key: str) -> None:
+            self.keys.add(key)
+
+        def __len__(self) -> int:
+            return len(self.keys)
+
+    store = OnlyClaim()
+    assert store.try_claim("k") is ClaimState.NEW
+    assert store.try_claim("k") is ClaimState.DONE
+
+
 def test_memory_store_forgets_the_least_recently_used_key_past_max_entries(clock: FakeClock) -> None:
     store = MemoryDeduplicator(max_entries=3, clock=clock)
     for key in ("a", "b", "c"):
@@ -224,6 +275,160 @@ def test_two_sqlite_stores_on_one_file_agree(tmp_path: pathlib.Path) -> None:
         assert two.claim("k") is False
         one.release("k")
         assert two.claim("k") is True
+
+
+# -- SQLite: claims of dead processes ----------------------------------------------------------------------
+
+#: A process that claims argv[2] in the store argv[1], says so, and holds the claim until stdin closes.
+CLAIMER = """
+import sys
+from wslarkbot.dedup import SqliteDeduplicator
+store = SqliteDeduplicator(sys.argv[1])
+assert store.claim(sys.argv[2])
+print("claimed", flush=True)
+sys.stdin.read()
+"""
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
+
+
+@contextlib.contextmanager
+def claimer_process(db: pathlib.Path, key: str) -> Iterator[subprocess.Popen[str]]:
+    """A real process holding a pending claim of ``key`` (yielded once the claim is made); killed and
+    reaped at the end if still there."""
+    argv = [sys.executable, "-c", CLAIMER, str(db), key]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "claimed\n"
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+
+
+@posix_only
+def test_sqlite_store_keeps_a_live_process_claim_and_takes_over_at_once_when_it_died(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The process running a handler is alive: its claim stands (the event is not run twice). Once it is
+    gone (here it exits without finishing; SIGKILL alike), the next delivery runs it at once, without
+    waiting for claim_ttl (10 min by default)."""
+    db = tmp_path / "d.db"
+    with claimer_process(db, "k") as claimer, SqliteDeduplicator(db) as store:
+        assert store.try_claim("k") is ClaimState.PENDING
+        assert claimer.stdin is not None
+        claimer.stdin.close()  # it exits, its claim unfinished
+        claimer.wait(10)
+        assert store.try_claim("k") is ClaimState.NEW
+        assert store.try_claim("k") is ClaimState.PENDING  # now ours, and we are alive
+
+
+@posix_only
+def test_sqlite_store_takes_over_the_claim_of_a_killed_process(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "d.db"
+    with claimer_process(db, "k") as claimer:
+        claimer.kill()
+        claimer.wait(10)
+    with SqliteDeduplicator(db) as store:
+        assert store.try_claim("k") is ClaimState.NEW
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+def test_sqlite_store_takes_over_the_claim_of_a_killed_process_not_yet_reaped(tmp_path: pathlib.Path) -> None:
+    """A killed process its parent has not reaped yet is a zombie: its pid still exists, but it is dead."""
+    db = tmp_path / "d.db"
+    with claimer_process(db, "k") as claimer, SqliteDeduplicator(db) as store:
+        claimer.send_signal(signal.SIGKILL)
+        os.waitid(os.P_PID, claimer.pid, os.WEXITED | os.WNOWAIT)  # dead, left a zombie (not reaped)
+        assert store.try_claim("k") is ClaimState.NEW
+        claimer.wait(10)
+
+
+def _owner_parts(db: pathlib.Path, key: str) -> list[str]:
+    """``[scope, pid, start, token]`` of ``key``'s row."""
+    with sqlite3.connect(db) as conn:
+        (owner,) = conn.execute("SELECT owner FROM wslarkbot_dedup WHERE key = ?", (key,)).fetchone()
+    return str(owner).rsplit(" ", 3)
+
+
+def _set_owner(db: pathlib.Path, key: str, owner: str) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE wslarkbot_dedup SET owner = ? WHERE key = ?", (owner, key))
+
+
+@posix_only
+def test_a_claim_made_under_this_pid_by_an_earlier_process_is_taken_over(tmp_path: pathlib.Path) -> None:
+    """pid reuse (a container restarted: the bot is pid 1 again): same pid, but not a live store's token."""
+    db = tmp_path / "d.db"
+    with SqliteDeduplicator(db) as store:
+        assert store.try_claim("k") is ClaimState.NEW
+        scope, pid, start, _ = _owner_parts(db, "k")
+        assert int(pid) == os.getpid()
+        _set_owner(db, "k", f"{scope} {pid} {start} {'0' * 32}")
+        assert store.try_claim("k") is ClaimState.NEW
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
+def test_a_claim_whose_pid_now_runs_another_process_is_taken_over(tmp_path: pathlib.Path) -> None:
+    """The claimer's pid is alive but started at another time: another process reuses the pid."""
+    db = tmp_path / "d.db"
+    with SqliteDeduplicator(db) as store:
+        assert store.try_claim("k") is ClaimState.NEW
+        scope, _, start, token = _owner_parts(db, "k")
+        _set_owner(db, "k", f"{scope} {os.getppid()} {int(start) + 1} {token}1")
+        assert store.try_claim("k") is ClaimState.NEW
+
+
+def test_a_claim_made_on_another_host_or_before_owners_blocks_until_claim_ttl(
+    tmp_path: pathlib.Path, clock: FakeClock
+) -> None:
+    """Whether a process on another host (or container) lives cannot be told: the claim expires instead."""
+    db = tmp_path / "d.db"
+    with SqliteDeduplicator(db, clock=clock, claim_ttl=60) as store:
+        for key in ("remote", "legacy"):
+            assert store.try_claim(key) is ClaimState.NEW
+        _, pid, start, _ = _owner_parts(db, "remote")
+        _set_owner(db, "remote", f"elsewhere/boot/pid:[1] {pid} {start} {'0' * 32}")
+        _set_owner(db, "legacy", "")
+        clock.advance(59)
+        assert store.try_claim("remote") is ClaimState.PENDING
+        assert store.try_claim("legacy") is ClaimState.PENDING
+        clock.advance(1)
+        assert store.try_claim("remote") is ClaimState.NEW
+        assert store.try_claim("legacy") is ClaimState.NEW
+
+
+def test_a_database_from_before_the_owner_column_is_upgraded_on_open(
+    tmp_path: pathlib.Path, clock: FakeClock
+) -> None:
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE wslarkbot_dedup (key TEXT PRIMARY KEY, done INTEGER NOT NULL, "
+                     "expires REAL NOT NULL, touched REAL NOT NULL)")
+        conn.execute("INSERT INTO wslarkbot_dedup VALUES ('done', 1, ?, ?)", (clock() + 100, clock()))
+        conn.execute("INSERT INTO wslarkbot_dedup VALUES ('pending', 0, ?, ?)", (clock() + 100, clock()))
+    with SqliteDeduplicator(db, clock=clock) as store, SqliteDeduplicator(db, clock=clock) as again:
+        assert store.try_claim("done") is ClaimState.DONE
+        assert again.try_claim("pending") is ClaimState.PENDING  # unknown claimer: wait for its expiry
+        assert store.try_claim("new") is ClaimState.NEW
+
+
+def test_a_release_by_a_store_whose_claim_was_taken_over_keeps_the_new_claim(
+    tmp_path: pathlib.Path, clock: FakeClock
+) -> None:
+    """A handler slower than claim_ttl: another delivery took its claim over; when the slow one then
+    fails, its release must not free the claim the other delivery now runs under."""
+    db = tmp_path / "d.db"
+    with SqliteDeduplicator(db, clock=clock, claim_ttl=60) as slow, \
+            SqliteDeduplicator(db, clock=clock, claim_ttl=60) as other:
+        assert slow.try_claim("k") is ClaimState.NEW
+        clock.advance(60)
+        assert other.try_claim("k") is ClaimState.NEW
+        slow.release("k")
+        assert slow.try_claim("k") is ClaimState.PENDING
+        other.release("k")
+        assert slow.try_claim("k") is ClaimState.NEW
 
 
 def test_concurrent_claims_of_one_key_have_exactly_one_winner(make_store: StoreFactory) -> None:
@@ -402,19 +607,21 @@ async def test_a_failed_handler_runs_again_on_the_resend_and_a_succeeded_one_nev
     assert len(calls) == 2 and calls[0] == calls[1]
 
 
-async def test_a_resend_while_the_first_delivery_still_runs_is_acked_and_not_run(
+async def test_a_resend_while_the_first_delivery_still_runs_is_answered_503_and_the_next_one_acked(
     sim_app: SimApp, serve: Serve, feishu_sim_factory: Callable[..., FeishuSimulator]
 ) -> None:
-    """A handler slower than Feishu's timeout: Feishu retries while it still runs; the retry is acked
-    200 at once, without waiting for the chat's ordering lock and without running the handler."""
-    rejected = asyncio.Event()
+    """A handler slower than Feishu's timeout: Feishu retries while it still runs; that retry is answered
+    503 at once (not 200: were the process to die now, the event would be lost) without waiting for the
+    chat's ordering lock and without running the handler; Feishu's next retry, once the handler is done,
+    is acked 200."""
+    turned_away = asyncio.Event()
 
     class Watched(MemoryDeduplicator):
-        def claim(self, key: str) -> bool:
-            won = super().claim(key)
-            if not won:
-                rejected.set()  # claims run on the loop thread (the dispatch flow)
-            return won
+        def try_claim(self, key: str) -> ClaimState:
+            state = super().try_claim(key)
+            if state is ClaimState.PENDING:
+                turned_away.set()  # claims run on the loop thread (the dispatch flow)
+            return state
 
     bot = make_bot(sim_app, Watched())
     calls: list[str | None] = []
@@ -422,13 +629,45 @@ async def test_a_resend_while_the_first_delivery_still_runs_is_acked_and_not_run
     @bot.on_text
     async def slow(event: MessageEvent) -> None:
         calls.append(event.text)
-        await asyncio.wait_for(rejected.wait(), 10)  # finish only once the retry was turned away
+        await asyncio.wait_for(turned_away.wait(), 10)  # finish only once a retry was turned away
 
     sim = feishu_sim_factory(await serve(bot), event_timeout=0.2)
     result = await sim.send_text_message("slow")
+    statuses = [a.status for a in result.attempts]
     assert result.delivered
-    assert [a.status for a in result.attempts] == [None, 200]  # timed out, then the retry acked
+    assert statuses[0] is None and statuses[1] == 503, statuses  # timed out; the retry: still in progress
+    assert statuses[-1] == 200 and set(statuses[1:-1]) == {503}, statuses
     assert calls == ["slow"]
+
+
+def plain_request(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+async def test_the_webhook_answers_503_with_retry_after_while_the_same_event_is_being_handled(
+    sim_app_plain: SimApp, serve: Serve
+) -> None:
+    bot = make_bot(sim_app_plain, True)
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    @bot.on_text
+    async def busy(event: MessageEvent) -> None:
+        started.set()
+        await asyncio.wait_for(finish.wait(), 10)
+
+    url = await serve(bot)
+    body = plain_request(payloads.text_message(sim_app_plain, "busy"))
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        first = asyncio.ensure_future(http.post(url, content=body, headers=headers))
+        await asyncio.wait_for(started.wait(), 10)
+        during = await http.post(url, content=body, headers=headers)
+        finish.set()
+        done = await first
+        after = await http.post(url, content=body, headers=headers)
+    assert during.status_code == 503 and during.json() == {"msg": "in progress"}
+    assert int(during.headers["Retry-After"]) > 0
+    assert done.status_code == after.status_code == 200
 
 
 async def test_a_restarted_bot_with_sqlite_does_not_rehandle_a_resent_event(
@@ -530,3 +769,95 @@ async def test_a_cancelled_dispatch_releases_its_claim(sim_app_plain: SimApp) ->
     result = await bot.adispatch(envelope)
     assert result.skipped is None and runs == ["again", "again"]
     assert (await bot.adispatch(envelope)).skipped == "duplicate"
+
+
+async def test_a_delivery_of_an_event_still_running_is_skipped_unanswered_and_a_finished_one_acked(
+    sim_app_plain: SimApp,
+) -> None:
+    bot = make_bot(sim_app_plain, True)
+    started, finish = asyncio.Event(), asyncio.Event()
+    runs: list[str | None] = []
+
+    @bot.on_text
+    async def handler(event: MessageEvent) -> None:
+        runs.append(event.text)
+        started.set()
+        await asyncio.wait_for(finish.wait(), 10)
+
+    envelope = plain_envelope(payloads.text_message(sim_app_plain, "busy"))
+    first = asyncio.ensure_future(bot.adispatch(envelope))
+    await asyncio.wait_for(started.wait(), 10)
+    during = await bot.adispatch(envelope)
+    finish.set()
+    done = await first
+    after = await bot.adispatch(envelope)
+    assert (during.skipped, during.no_answer, during.response) == ("in-progress", True, None)
+    assert (done.skipped, done.no_answer) == (None, False)
+    assert (after.skipped, after.no_answer) == ("duplicate", False)
+    assert runs == ["busy"]
+
+
+async def test_a_replayed_callback_still_running_gets_no_answer_and_later_the_first_response(
+    sim_app_plain: SimApp,
+) -> None:
+    """Not ``{}`` while the first still runs: that would pre-empt (or replace) the real response."""
+    bot = make_bot(sim_app_plain, True)
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    @bot.on_card_action
+    async def approve(event: CardAction) -> dict[str, Any]:
+        started.set()
+        await asyncio.wait_for(finish.wait(), 10)
+        return {"toast": {"type": "success", "content": "approved"}}
+
+    envelope = plain_envelope(payloads.card_action(sim_app_plain, {"approve": 1}))
+    first = asyncio.ensure_future(bot.adispatch(envelope))
+    await asyncio.wait_for(started.wait(), 10)
+    during = await bot.adispatch(envelope)
+    finish.set()
+    done = await first
+    after = await bot.adispatch(envelope)
+    assert during.no_answer and during.response is None
+    assert done.response == after.response == {"toast": {"type": "success", "content": "approved"}}
+    assert not after.no_answer and after.skipped == "duplicate"
+
+
+class RecordingSink:
+    """A relay connection (protocol 2) that records the acks and replies the client sends."""
+
+    acks = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def reply(self, request_id: str, body: Any) -> None:
+        self.sent.append(("reply", request_id))
+
+    async def ack(self, request_id: str) -> None:
+        self.sent.append(("ack", request_id))
+
+
+async def test_the_client_neither_acks_nor_replies_to_a_delivery_of_an_event_still_running(
+    sim_app_plain: SimApp,
+) -> None:
+    """So the relay answers Feishu 504 (or hands the event to another group member) and it comes again."""
+    bot = make_bot(sim_app_plain, True)
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    @bot.on_text
+    async def handler(event: MessageEvent) -> None:
+        started.set()
+        await asyncio.wait_for(finish.wait(), 10)
+
+    envelope = plain_envelope(payloads.text_message(sim_app_plain, "busy"))
+    sink = RecordingSink()
+    with ThreadPoolExecutor(2) as pool:
+        dispatcher = Dispatcher(executor=pool, ack_after=10.0)
+        first = await dispatcher.submit(bot, envelope, sink, request_id="r1")
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(await dispatcher.submit(bot, envelope, sink, request_id="r2"), 10)
+        assert sink.sent == []
+        finish.set()
+        await asyncio.wait_for(first, 10)
+        await asyncio.wait_for(await dispatcher.submit(bot, envelope, sink, request_id="r3"), 10)
+    assert sink.sent == [("ack", "r1"), ("ack", "r3")]

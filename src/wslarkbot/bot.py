@@ -31,10 +31,12 @@ the loop, ``def`` handlers in an executor). In the sync driver an ``async def`` 
 and is reported as a failed handler (use ``aprocess_message``).
 
 Chat-bot policies: messages of one chat are handled in arrival order, one at a time (``ordering="chat"``,
-the default; :mod:`wslarkbot.chat`); ``dedup=True`` ignores re-pushed events (:mod:`wslarkbot.dedup`);
-``drop_older_than=`` skips stale messages. A message waiting for its chat delays its own answer to the
-transport: behind the webhook adapter that answer is Feishu's HTTP 200, so keep handlers short there (or
-use ``dedup=True``); the relay client acks at ``ack_after`` whatever the handler does.
+the default; :mod:`wslarkbot.chat`); ``dedup=True`` ignores re-pushed events (:mod:`wslarkbot.dedup`;
+one re-pushed while the first delivery still runs is left unanswered, ``DispatchResult.no_answer``, so
+that it comes again later); ``drop_older_than=`` skips stale messages. A message waiting for its chat
+delays its own answer to the transport: behind the webhook adapter that answer is Feishu's HTTP 200, so
+keep handlers short there (or use ``dedup=True``); the relay client acks at ``ack_after`` whatever the
+handler does.
 """
 
 from __future__ import annotations
@@ -108,13 +110,18 @@ class DispatchResult:
         response: what goes back to Feishu: ``{"challenge": ...}``, a callback's response, or None (events,
             and callbacks whose handler failed).
         handler_failed: a handler raised (it was logged); a webhook answers such a callback with 500.
-        skipped: why no handler ran: ``"stale"`` (``drop_older_than``), ``"duplicate"`` (``dedup``), or None.
+        skipped: why no handler ran: ``"stale"`` (``drop_older_than``), ``"duplicate"`` (``dedup``: already
+            done), ``"in-progress"`` (``dedup``: another delivery of it is still running), or None.
+        no_answer: the transport must answer nothing (no ack, no reply; a webhook answers 503), so that the
+            event is delivered again later: set with ``skipped="in-progress"``, because acknowledging it
+            would lose the event if the delivery that is running it never finishes (its process dies).
     """
 
     request: FeishuRequest
     response: dict[str, Any] | None
     handler_failed: bool = False
     skipped: str | None = None
+    no_answer: bool = False
 
 
 def _to_response(result: Any) -> dict[str, Any]:
@@ -146,7 +153,8 @@ class Bot(BotAPIMixin):
             the transport's bound (the client's ``max_in_flight``).
         dedup: ``True`` (a :class:`~wslarkbot.dedup.MemoryDeduplicator`) or a
             :class:`~wslarkbot.dedup.Deduplicator`: an event already handled (``message_id`` for messages,
-            else ``event_id``/``uuid``) is not handled again (:mod:`wslarkbot.dedup`); off by default.
+            else ``event_id``/``uuid``) is not handled again, and one still being handled is not answered
+            (:attr:`DispatchResult.no_answer`, :mod:`wslarkbot.dedup`); off by default.
         drop_older_than: seconds or a ``timedelta``: received messages whose ``create_time`` is older are
             skipped (logged at info, without content). Off (None) by default.
 
@@ -396,6 +404,8 @@ class Bot(BotAPIMixin):
         if self._is_stale(request):
             return DispatchResult(request, None, skipped="stale")
         claim = claim_event(self._dedup, self.app_id, event, rid)
+        if claim.in_progress:  # answered by nobody: Feishu (or the relay) delivers it again later
+            return DispatchResult(request, None, skipped="in-progress", no_answer=True)
         if claim.duplicate:
             return DispatchResult(request, claim.duplicate_response(event), skipped="duplicate")
         if self._on_message_overridden():
@@ -462,7 +472,8 @@ class Bot(BotAPIMixin):
 
         Returns:
             ``{"challenge": ...}`` for url_verification; the response of a callback (``{}`` when the
-            handlers returned None; None when a handler raised); None for events.
+            handlers returned None; None when a handler raised); None for events. None too when nothing
+            must be answered (:attr:`DispatchResult.no_answer`): use :meth:`dispatch` to tell.
 
         Raises:
             RequestRejected: verification failed (a subclass per reason); no handler was called.

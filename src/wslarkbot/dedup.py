@@ -12,17 +12,30 @@ An event without a key is never deduplicated; the url_verification challenge nev
 
 The life of a key::
 
-    claim(key) -> True      first delivery: the handlers may run; the key is *pending* for claim_ttl
-    claim(key) -> False     any later delivery while pending or done: a duplicate, do not run
-    mark_done(key)          the handlers succeeded: *done* for ttl; it never runs again within ttl
-    release(key)            a handler raised (or the flow was cancelled): forget the key, so a later
-                            retry of the same event runs the handlers again
+    try_claim(key) -> NEW       first delivery: the handlers may run; the key is *pending* for claim_ttl
+    try_claim(key) -> PENDING   a later delivery while the first still runs: do not run, do NOT answer
+    try_claim(key) -> DONE      a later delivery once it succeeded: a duplicate, do not run, acknowledge
+    mark_done(key)              the handlers succeeded: *done* for ttl; it never runs again within ttl
+    release(key)                a handler raised (or the flow was cancelled): forget the key, so a later
+                                retry of the same event runs the handlers again
+
+(``claim(key)`` is ``try_claim(key) is ClaimState.NEW``.)
 
 Failure policy: a failed handler releases its claim, so the next delivery of that event (a Feishu retry,
 a spontaneous duplicate, a relay replay) runs it again; a succeeded one is never run twice within ``ttl``.
-A duplicate that arrives while the first delivery is still *running* is skipped (not queued): if the
-first then fails, only a later delivery runs it again. A pending claim whose process died expires after
-``claim_ttl`` (10 min by default), so after a crash the 1 h / 6 h retries are handled.
+A duplicate that arrives while the first delivery is still *running* is neither run nor answered
+(``Bot`` returns ``skipped="in-progress"``, ``no_answer=True``): the relay answers Feishu 504 (or hands
+the event to another group member), a webhook answers 503, and Feishu delivers it again later, when the
+first delivery is done (then acknowledged) or failed (then run). Only a *done* duplicate is acknowledged:
+acknowledging a pending one would lose the event if the process running it dies.
+
+A claim whose process died: :class:`SqliteDeduplicator` records the claiming process (host, pid, start
+time, a per-store token) and takes over at once a pending claim whose process is known to be dead: on
+the same host (same hostname, boot and pid namespace), the pid no longer exists, is a zombie, or is now
+another process (another start time, or this process with an unknown token). A claim made on another
+host or container cannot be checked (and a pid check on Windows is not attempted): it blocks re-delivery
+until ``claim_ttl`` (10 min by default) expires, so the 1 h / 6 h retries still run it. A frozen process
+(SIGSTOP) is alive: its claims are kept. :class:`MemoryDeduplicator` is per process: it dies with it.
 
 Callbacks (card actions, url previews) are deduplicated too: Feishu never retries them, but a relay
 replay or a client re-delivery must not approve a request twice. A duplicate callback is answered with
@@ -38,12 +51,15 @@ is not handled again). Both are thread-safe, because ``def`` handlers run in a t
 from __future__ import annotations
 
 import abc
+import enum
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +74,7 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_CACHED_RESPONSE_BYTES",
     "Claim",
+    "ClaimState",
     "Deduplicator",
     "MemoryDeduplicator",
     "SqliteDeduplicator",
@@ -73,12 +90,24 @@ logger = logging.getLogger("wslarkbot.dedup")
 DEFAULT_TTL = 12 * 3600.0
 #: Bound on the number of remembered keys.
 DEFAULT_MAX_ENTRIES = 10_000
-#: How long a claim whose handler never reported back (the process died) blocks re-delivery.
+#: How long a claim whose handler never reported back blocks re-delivery, when its process cannot be
+#: checked (another host; see the module docstring).
 DEFAULT_CLAIM_TTL = 600.0
 #: Callback responses larger than this (serialised) are not cached; a duplicate then gets ``{}``.
 MAX_CACHED_RESPONSE_BYTES = 32 * 1024
 #: Number of callback responses kept for duplicate callbacks.
 DEFAULT_MAX_RESPONSES = 256
+
+
+class ClaimState(str, enum.Enum):
+    """What :meth:`Deduplicator.try_claim` found."""
+
+    #: Unknown (or expired): now pending for the caller, who runs the handlers.
+    NEW = "new"
+    #: Another delivery is running the handlers: do not run them, do not answer (deliver again later).
+    PENDING = "pending"
+    #: The handlers succeeded: do not run them, acknowledge.
+    DONE = "done"
 
 
 def _check_positive(**values: float) -> None:
@@ -112,6 +141,15 @@ class Deduplicator(abc.ABC):
 
         False means a duplicate: ``key`` is pending (another delivery is running) or done.
         """
+
+    def try_claim(self, key: str) -> ClaimState:
+        """:meth:`claim`, telling a pending duplicate from a done one (``Bot`` calls this).
+
+        The built-in stores override it atomically. This default, for a store that implements only
+        :meth:`claim`, cannot tell them apart and reports every duplicate as ``DONE`` (acknowledged, the
+        behaviour before ``try_claim`` existed); override it to get ``PENDING``.
+        """
+        return ClaimState.NEW if self.claim(key) else ClaimState.DONE
 
     @abc.abstractmethod
     def release(self, key: str) -> None:
@@ -224,14 +262,18 @@ class MemoryDeduplicator(Deduplicator):
                 break
             del self._entries[head_key]
 
-    def claim(self, key: str) -> bool:
+    def try_claim(self, key: str) -> ClaimState:
         now = self._clock()
         with self._lock:
-            if self._live(key, now) is not None:
+            entry = self._live(key, now)
+            if entry is not None:
                 self._entries.move_to_end(key)
-                return False
+                return ClaimState.DONE if entry[0] else ClaimState.PENDING
             self._put(key, False, now)
-            return True
+            return ClaimState.NEW
+
+    def claim(self, key: str) -> bool:
+        return self.try_claim(key) is ClaimState.NEW
 
     def release(self, key: str) -> None:
         with self._lock:
@@ -260,17 +302,79 @@ CREATE TABLE IF NOT EXISTS wslarkbot_dedup (
     key     TEXT PRIMARY KEY,
     done    INTEGER NOT NULL,  -- 0 pending, 1 done
     expires REAL NOT NULL,     -- clock() seconds
-    touched REAL NOT NULL      -- clock() of the last claim/hit/done, for LRU pruning
+    touched REAL NOT NULL,     -- clock() of the last claim/hit/done, for LRU pruning
+    owner   TEXT NOT NULL DEFAULT ''  -- who claimed it: "<scope> <pid> <start time> <token>" (_owner_id)
 );
 CREATE INDEX IF NOT EXISTS wslarkbot_dedup_touched ON wslarkbot_dedup (touched);
 """
+
+#: Tokens of the SqliteDeduplicator instances open in this process (a claim by this pid with a token not
+#: in here was made by an earlier process that had the same pid).
+_LIVE_TOKENS: set[str] = set()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _host_scope() -> str:
+    """Where a pid means the same process: hostname, boot id and pid namespace (Linux; else hostname)."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return f"{socket.gethostname()}/{_read('/proc/sys/kernel/random/boot_id')}/{pidns}".replace(" ", "_")
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of ``pid`` from ``/proc``; None without ``/proc``."""
+    text = _read(f"/proc/{pid}/stat")
+    fields = text[text.rfind(")") + 2:].split() if ")" in text else []
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _owner_id(scope: str, token: str) -> str:
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return f"{scope} {pid} {stat[1] if stat else '-'} {token}"
+
+
+def _owner_is_dead(owner: str, own_scope: str, own_token: str) -> bool:
+    """True only when the process that wrote ``owner`` is known to be gone (module docstring)."""
+    parts = owner.rsplit(" ", 3)
+    if len(parts) != 4 or os.name == "nt":  # a row from before owners; Windows: os.kill(pid, 0) kills
+        return False
+    scope, pid_text, start, token = parts
+    if token == own_token or scope != own_scope or not pid_text.isdigit():
+        return False  # ours (running here), or another host/boot/container: cannot tell
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token not in _LIVE_TOKENS  # an earlier process with our pid, or a closed store
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists (another user)
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, started = stat
+    return state in ("Z", "X") or (start != "-" and started != start)  # a zombie, or a reused pid
 
 
 class SqliteDeduplicator(Deduplicator):
     """Keys in one SQLite table (stdlib ``sqlite3``, WAL): a restarted bot still knows what it handled.
 
-    Each operation is one short statement, atomic across threads and processes sharing the file (claims
-    use an upsert that only takes over an expired row). Expired rows are deleted, and the least recently
+    Each operation is one short statement or transaction, atomic across threads and processes sharing the
+    file (a claim is one ``BEGIN IMMEDIATE`` transaction that takes over only an expired row or a pending
+    row whose process is known to be dead: see the module docstring). Each row records its claimer
+    (``owner``: host scope, pid, process start time, a random per-store token); a database from before
+    that column gets it added on open. Expired rows are deleted, and the least recently
     used rows past ``max_entries``, when the store opens and every ``prune_every`` writes, so the table
     holds at most about ``max_entries + prune_every`` rows. ``synchronous=NORMAL``: a power loss may
     forget the last few keys (the event may then run again), which is the trade-off for fast commits.
@@ -310,6 +414,9 @@ class SqliteDeduplicator(Deduplicator):
         self._clock = clock
         self._lock = threading.Lock()
         self._writes = 0
+        self._token = uuid.uuid4().hex
+        self._scope = _host_scope()
+        self._owner = _owner_id(self._scope, self._token)
         # Autocommit (isolation_level=None): every statement is its own transaction. One connection
         # shared by threads under self._lock.
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -317,10 +424,25 @@ class SqliteDeduplicator(Deduplicator):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._add_owner_column()
             self.prune()
         except BaseException:
             self._conn.close()
             raise
+        _LIVE_TOKENS.add(self._token)
+
+    def _add_owner_column(self) -> None:
+        """Upgrade a table created before the ``owner`` column (another process may be doing it too)."""
+        def has_owner() -> bool:
+            return any(row[1] == "owner" for row in self._conn.execute("PRAGMA table_info(wslarkbot_dedup)"))
+
+        if has_owner():
+            return
+        try:
+            self._conn.execute("ALTER TABLE wslarkbot_dedup ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError:
+            if not has_owner():
+                raise
 
     def prune(self) -> int:
         """Delete expired rows, then the least recently used past ``max_entries``; the number deleted."""
@@ -342,25 +464,49 @@ class SqliteDeduplicator(Deduplicator):
         if self._writes >= self.prune_every:
             self.prune()
 
-    def claim(self, key: str) -> bool:
+    def try_claim(self, key: str) -> ClaimState:
         now = self._clock()
         with self._lock:
-            # Insert, or take over a row whose time is up; a live row makes this a no-op (rowcount 0).
-            taken = self._conn.execute(
-                "INSERT INTO wslarkbot_dedup (key, done, expires, touched) VALUES (?, 0, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET done = 0, expires = excluded.expires, "
-                "touched = excluded.touched WHERE wslarkbot_dedup.expires <= ?",
-                (key, now + self.claim_ttl, now, now),
-            ).rowcount
-            if not taken:
-                self._conn.execute("UPDATE wslarkbot_dedup SET touched = ? WHERE key = ?", (now, key))
-        if taken:
+            # One write transaction: read the row, decide, write; another process waits (timeout 5 s).
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT done, expires, owner FROM wslarkbot_dedup WHERE key = ?", (key,)
+                ).fetchone()
+                state = ClaimState.NEW
+                if row is not None and row[1] > now:
+                    state = ClaimState.DONE if row[0] else ClaimState.PENDING
+                    if state is ClaimState.PENDING and _owner_is_dead(row[2], self._scope, self._token):
+                        logger.warning("dedup: taking over a claim left pending by a dead process (%s)",
+                                       row[2].rsplit(" ", 3)[1])
+                        state = ClaimState.NEW
+                if state is ClaimState.NEW:
+                    self._conn.execute(
+                        "INSERT INTO wslarkbot_dedup (key, done, expires, touched, owner) "
+                        "VALUES (?, 0, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET done = 0, "
+                        "expires = excluded.expires, touched = excluded.touched, owner = excluded.owner",
+                        (key, now + self.claim_ttl, now, self._owner),
+                    )
+                else:
+                    self._conn.execute("UPDATE wslarkbot_dedup SET touched = ? WHERE key = ?", (now, key))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        if state is ClaimState.NEW:
             self._wrote()
-        return bool(taken)
+        return state
+
+    def claim(self, key: str) -> bool:
+        return self.try_claim(key) is ClaimState.NEW
 
     def release(self, key: str) -> None:
+        # Only this store's own claim: one taken over meanwhile (after claim_ttl) stays with its new owner.
         with self._lock:
-            self._conn.execute("DELETE FROM wslarkbot_dedup WHERE key = ? AND done = 0", (key,))
+            self._conn.execute(
+                "DELETE FROM wslarkbot_dedup WHERE key = ? AND done = 0 AND owner = ?", (key, self._owner)
+            )
 
     def _mark_done(self, key: str) -> None:
         now = self._clock()
@@ -389,8 +535,9 @@ class SqliteDeduplicator(Deduplicator):
         return int(count)
 
     def close(self) -> None:
-        """Close the database connection (idempotent)."""
+        """Close the database connection (idempotent). Its pending claims become takeable at once."""
         with self._lock:
+            _LIVE_TOKENS.discard(self._token)
             self._conn.close()
 
 
@@ -438,15 +585,18 @@ class Claim:
         store: the deduplicator, or None (dedup off: every method is a no-op).
         key: the event's key, or None (no key: never deduplicated).
         duplicate: True when the handlers must not run.
+        in_progress: a duplicate of a delivery still running (the key is *pending*): send no answer at
+            all, so that the event is delivered again later (:class:`ClaimState`).
     """
 
     store: Deduplicator | None
     key: str | None
     duplicate: bool = False
+    in_progress: bool = False
 
     def duplicate_response(self, event: FeishuEvent) -> dict[str, Any] | None:
-        """The answer to a duplicate: None for an event (acked), the cached response or ``{}`` for a
-        callback."""
+        """The answer to a *done* duplicate: None for an event (acked), the cached response or ``{}`` for
+        a callback. (An ``in_progress`` one gets no answer at all.)"""
         if not event.is_callback:
             return None
         cached = self.store.cached_response(self.key) if self.store and self.key else None
@@ -469,6 +619,8 @@ def claim_event(store: Deduplicator | None, app_id: str, event: FeishuEvent, req
     Example (what ``Bot``'s dispatch flow does)::
 
         claim = claim_event(self._dedup, self.app_id, event, request_id)
+        if claim.in_progress:  # still running elsewhere: the transport must answer nothing at all
+            return DispatchResult(request, None, skipped="in-progress", no_answer=True)
         if claim.duplicate:
             return claim.duplicate_response(event)
         try:
@@ -481,8 +633,15 @@ def claim_event(store: Deduplicator | None, app_id: str, event: FeishuEvent, req
     if store is None:
         return Claim(None, None)
     key = event_key(app_id, event)
-    if key is None or store.claim(key):
+    if key is None:
         return Claim(store, key)
+    state = store.try_claim(key)
+    if state is ClaimState.NEW:
+        return Claim(store, key)
+    if state is ClaimState.PENDING:
+        logger.info("request %s: %s (same %s) still in progress elsewhere: not handled again, not answered "
+                    "(to be delivered again)", request_id, event.event_type, key_kind(event))
+        return Claim(store, key, duplicate=True, in_progress=True)
     logger.info("request %s: duplicate %s (same %s) not handled again", request_id, event.event_type,
                 key_kind(event))
     return Claim(store, key, duplicate=True)

@@ -11,6 +11,9 @@ Status mapping (protocol.md §3 "How the wheel handles ...", §5, §6a):
 * challenge, callback response -> 200 with that JSON; an event -> 200 ``{"msg": "success"}``, also when
   its handler raised (logged): a retry would deliver the same event to the same bug up to 4 times over 7 h;
 * a callback whose handler raised -> 500 ``{"msg": "handler error"}`` (Feishu shows an error toast);
+* a re-delivery of an event (or callback) whose first delivery is still running (``dedup``,
+  ``DispatchResult.no_answer``) -> 503 ``{"msg": "in progress"}`` with ``Retry-After``: Feishu retries
+  later, and then gets 200 if the first run succeeded (or a run if it failed or its process died);
 * body not UTF-8 JSON, malformed payload, bad ciphertext -> 400; bad signature or token -> 401;
 * anything unexpected -> 500 ``{"msg": "internal error"}`` (the exception is logged, never echoed).
 """
@@ -38,14 +41,17 @@ __all__ = ["WebhookResponse", "create_webhook_app", "handle_webhook"]
 logger = logging.getLogger("wslarkbot.webhook")
 
 CONTENT_TYPE = "application/json; charset=utf-8"
+#: ``Retry-After`` (seconds) of a 503 "in progress" answer (Feishu keeps its own schedule anyway).
+IN_PROGRESS_RETRY_AFTER = 15
 
 
 @dataclass(frozen=True)
 class WebhookResponse:
-    """An HTTP answer: status and JSON body."""
+    """An HTTP answer: status, JSON body and extra headers."""
 
     status: int
     body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def body_bytes(self) -> bytes:
         return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -92,6 +98,8 @@ async def handle_webhook(
     except Exception:
         logger.exception("request %s: unexpected error", hdrs["x-request-id"])
         return WebhookResponse(500, {"msg": "internal error"})
+    if result.no_answer:  # another delivery is running it: not a 2xx, so that Feishu tries again later
+        return WebhookResponse(503, {"msg": "in progress"}, {"Retry-After": str(IN_PROGRESS_RETRY_AFTER)})
     if result.request.expects_reply:
         if result.response is None:
             return WebhookResponse(500, {"msg": "handler error"})
@@ -132,7 +140,7 @@ def create_webhook_app(
         else:
             answer = await handle_webhook(bot, request.headers, await request.read(), executor=executor)
         return web.Response(status=answer.status, body=answer.body_bytes(), content_type="application/json",
-                            charset="utf-8")
+                            charset="utf-8", headers=answer.headers)
 
     app = web.Application()
     app.router.add_post(path, webhook)
