@@ -143,3 +143,29 @@ def test_app_requires_hex_digest() -> None:
     with pytest.raises(ConfigurationError):
         GatewayApp(app_id="a", app_secret_sha256="ZZ" * 32, encrypt_key="k")
     assert GatewayConfig().apps == {}
+
+
+def test_replay_and_ticket_secret_knobs(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[gateway]\nticket_secret = "0123456789abcdef-shared"\n'
+        '[apps.cli_r]\napp_secret = "s"\nverification_token = "t"\n'
+        "replay = true\nreplay_size = 5\nreplay_ttl = 30\n"
+    )
+    config = load_gateway_config(path)
+    app = config.apps["cli_r"]
+    assert (app.replay, app.replay_size, app.replay_ttl) == (True, 5, 30)
+    assert "0123456789abcdef" not in repr(config)
+    with pytest.raises(ConfigurationError, match="replay_size"):
+        GatewayApp(app_id="a", app_secret_sha256=hash_secret("s"), verification_token="t", replay_size=0)
+
+
+def test_tickets_with_a_shared_secret_validate_in_another_process() -> None:
+    from wslarkbot.relay.longconn.tickets import key_from_secret
+
+    secret = "0123456789abcdef-shared"
+    _, token = TicketBook(60, key=key_from_secret(secret)).issue("cli_a")
+    ticket = TicketBook(60, key=key_from_secret(secret)).verify(token)
+    assert ticket.app_id == "cli_a"
+    with pytest.raises(TicketError):
+        TicketBook(60, key=key_from_secret(secret + "x")).verify(token)

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -38,11 +38,11 @@ SAMPLES = pathlib.Path(__file__).resolve().parent / "samples"
 WAIT = 45.0  # upper bound for a subprocess: importing lark_oapi alone takes ~10 s on a slow CI box
 
 BOT_SCRIPT = r"""
-import json, sys
+import json, sys, threading
 import lark_oapi as lark
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 
-domain, app_id, secret, level = sys.argv[1:5]
+domain, app_id, secret, level, block = sys.argv[1:6]
 
 def out(kind, **kw):
     print("BOT " + json.dumps({"kind": kind, **kw}), flush=True)
@@ -51,6 +51,8 @@ def on_message(data):
     content = json.loads(data.event.message.content)
     out("message", message_id=data.event.message.message_id, text_len=len(content.get("text", "")),
         text_head=content.get("text", "")[:20])
+    if block == "block":  # never answer: the test SIGKILLs this bot while the relay waits
+        threading.Event().wait()
 
 def on_card(data):
     out("card", value=data.event.action.value)
@@ -66,8 +68,11 @@ client.start()
 """
 
 
+APP_KEYS = ("max_connections", "delivery", "replay", "replay_size", "replay_ttl")
+
+
 def _config(**overrides: Any) -> GatewayConfig:
-    app_kw = {k: overrides.pop(k) for k in ("max_connections", "delivery") if k in overrides}
+    app_kw = {k: overrides.pop(k) for k in APP_KEYS if k in overrides}
     app = GatewayApp(
         app_id=APP_ID,
         app_secret_sha256=hash_secret(SECRET),
@@ -170,8 +175,8 @@ class Bot:
             await self._reader
 
 
-@pytest.fixture
-async def bots(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+@pytest.fixture(name="bots")
+async def bots_fixture(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
     script = tmp_path / "bot.py"
     script.write_text(BOT_SCRIPT)
     started: list[Bot] = []
@@ -179,9 +184,9 @@ async def bots(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(name, None)
 
-    async def start(domain: str, secret: str = SECRET, level: str = "INFO") -> Bot:
+    async def start(domain: str, secret: str = SECRET, level: str = "INFO", block: bool = False) -> Bot:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", str(script), domain, APP_ID, secret, level,
+            sys.executable, "-u", str(script), domain, APP_ID, secret, level, "block" if block else "-",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
         )  # fmt: skip
         bot = Bot(proc)
@@ -201,8 +206,8 @@ async def relay() -> AsyncIterator[Relay]:
     await server.runner.cleanup()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+@pytest.fixture(name="http")
+async def http_fixture() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
 
@@ -220,7 +225,12 @@ def _message(text: str) -> dict[str, Any]:
     return payload
 
 
-async def push(http: aiohttp.ClientSession, relay: Relay, payload: dict[str, Any]) -> tuple[int, Any]:
+class HasUrl(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+async def push(http: aiohttp.ClientSession, relay: HasUrl, payload: dict[str, Any]) -> tuple[int, Any]:
     """POST ``payload`` the way Feishu does with an Encrypt Key set: encrypted body, sha256 signature."""
     body = json.dumps({"encrypt": encrypt(json.dumps(payload, separators=(",", ":")), ENCRYPT_KEY)}).encode()
     ts, nonce = str(int(time.time())), uuid.uuid4().hex

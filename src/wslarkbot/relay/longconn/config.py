@@ -20,6 +20,12 @@ Example (TOML)::
     verification_token = "..."
     max_connections = 50         # Feishu's limit; more is allowed here
     delivery = "one"             # "one" (Feishu's cluster mode) or "broadcast"
+    replay = true                # buffer events while no bot is connected (replay.py)
+    replay_size = 1000           # most buffered events per app; beyond: 503, Feishu retries
+    replay_ttl = 3600            # seconds a buffered event is kept
+
+``ticket_secret`` (in ``[gateway]``) makes connection tickets valid on every relay node; it is required with
+``--redis`` (cluster.py).
 
 Secrets are excluded from ``repr`` so that logging a config never leaks them.
 """
@@ -67,6 +73,9 @@ class GatewayApp:
     verification_token: str = field(default="", repr=False)
     max_connections: int = 50
     delivery: str = "one"
+    replay: bool = False
+    replay_size: int = 1000
+    replay_ttl: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.app_id:
@@ -80,6 +89,10 @@ class GatewayApp:
             raise ConfigurationError(f"app {self.app_id}: set encrypt_key and/or verification_token")
         if self.delivery not in DELIVERY_MODES:
             raise ConfigurationError(f"app {self.app_id}: delivery must be one of {DELIVERY_MODES}")
+        if not isinstance(self.replay, bool):
+            raise ConfigurationError(f"app {self.app_id}: replay must be true or false")
+        if self.replay_size <= 0 or self.replay_ttl <= 0:
+            raise ConfigurationError(f"app {self.app_id}: replay_size and replay_ttl must be > 0")
 
     def secret_matches(self, app_secret: str) -> bool:
         """Constant-time check of the secret sent on the bootstrap request."""
@@ -93,6 +106,8 @@ class GatewayConfig:
     ``reconnect_*`` and ``ping_interval`` are the ``ClientConfig`` seconds sent with the bootstrap answer and
     with every pong. ``event_timeout`` bounds the wait for the client's answer (Feishu allows 3 s).
     ``public_url`` overrides the ``ws(s)://host`` derived from the Host / X-Forwarded-* headers.
+    ``ticket_secret`` is shared by all relay nodes so a ticket issued by one validates on another (required
+    with ``--redis``; without it the ticket key is random per process).
     """
 
     apps: Mapping[str, GatewayApp] = field(default_factory=dict)
@@ -106,8 +121,11 @@ class GatewayConfig:
     heartbeat: float = 30.0
     retry_after: int = 5
     public_url: str | None = None
+    ticket_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.ticket_secret is not None and len(self.ticket_secret) < 16:
+            raise ConfigurationError("ticket_secret must be at least 16 characters")
         if not 1 <= self.fragment_bytes <= MAX_FRAGMENT_BYTES:
             raise ConfigurationError(f"fragment_bytes must be 1..{MAX_FRAGMENT_BYTES}")
         for name in ("event_timeout", "ticket_ttl", "ping_interval"):

@@ -11,7 +11,7 @@ Routes (long-connection.md §1):
 
 Usage inside the relay::
 
-    gateway = Gateway(load_gateway_config(path))
+    gateway = Gateway(load_gateway_config(path), redis_url=config.redis_url)   # redis_url: several nodes
     gateway.install(app)                       # routes + shutdown hook
     ...
     # in the relay's /hook/<app_id> handler, once the body is read and size-checked:
@@ -22,20 +22,30 @@ Usage inside the relay::
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
 from ...crypto import secure_equals
+from ...exceptions import ConfigurationError
 from ...wire import REQUEST_ID_RE
+from ..limits import BackendUnavailable
 from ..observe import NULL_OBSERVER, RelayObserver
 from .config import GatewayConfig, hash_secret
 from .hub import Connection, Hub
-from .tickets import TicketBook, TicketError, TicketExpired
+from .replay import MemoryReplay, ReplayStore
+from .replayer import Replayer
+from .router import Router
+from .tickets import Ticket, TicketBook, TicketError, TicketExpired, key_from_secret
 from .webhook import relay_webhook
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["BOOTSTRAP_PATH", "GATEWAY_KEY", "WS_PATH", "Gateway"]
 
@@ -49,6 +59,17 @@ CODE_BAD_CREDENTIALS = 403  # not 0 / 1 / 1000040343 -> ClientException in lark-
 HANDSHAKE_FORBIDDEN = 403
 HANDSHAKE_AUTH_FAILED = 514
 AUTHERR_EXCEED_CONN_LIMIT = 1000040350
+#: Webhook outcomes that reached no client (metrics' ``delivered`` count).
+_UNDELIVERED = frozenset(
+    {
+        "rejected",
+        "challenge-gateway",
+        "no-subscriber",
+        "buffered-gateway",
+        "buffer-full",
+        "backend-unavailable",
+    }
+)
 
 
 def _refusal(
@@ -65,14 +86,45 @@ def _refusal(
 
 
 class Gateway:
-    """Feishu's long-connection protocol served by the relay, for unmodified lark-oapi bots."""
+    """Feishu's long-connection protocol served by the relay, for unmodified lark-oapi bots.
+
+    Args:
+        redis_url: the relay's ``--redis``: tickets, connection limits, delivery and the replay buffer are
+            then shared with the other nodes (cluster.py); needs ``ticket_secret`` in the config.
+        node_id: this node's name in Redis (default: host-pid-random).
+
+    Raises:
+        ConfigurationError: ``redis_url`` without ``ticket_secret``; the ``redis`` package missing.
+    """
 
     def __init__(
-        self, config: GatewayConfig, *, hub: Hub | None = None, tickets: TicketBook | None = None
+        self,
+        config: GatewayConfig,
+        *,
+        hub: Hub | None = None,
+        tickets: TicketBook | None = None,
+        redis_url: str | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.config = config
         self.hub = hub or Hub(config)
-        self.tickets = tickets or TicketBook(config.ticket_ttl)
+        if redis_url and not config.ticket_secret:
+            raise ConfigurationError(
+                "the gateway needs ticket_secret in [gateway] with --redis (tickets validate on every node)"
+            )
+        key = key_from_secret(config.ticket_secret) if config.ticket_secret else None
+        self.tickets = tickets or TicketBook(config.ticket_ttl, key=key)
+        self.cluster: Cluster | None = None
+        store: ReplayStore = MemoryReplay()
+        if redis_url:
+            try:
+                from .cluster import Cluster  # imports redis: only with --redis
+            except ImportError as exc:
+                raise ConfigurationError(f"--redis needs the redis extra ({exc.name} is missing)") from None
+            self.cluster = Cluster(redis_url, self._on_cluster_message, node_id=node_id)
+            store = self.cluster.replay
+        self.router = Router(self.hub, self.cluster)
+        self.replayer = Replayer(config, self.hub, store, self.cluster)
         self._sockets: set[web.WebSocketResponse] = set()
         #: told about each webhook answered here (metrics, dashboard); the relay's admin.install sets it.
         self.observer: RelayObserver = NULL_OBSERVER
@@ -89,18 +141,44 @@ class Gateway:
         return [web.post(BOOTSTRAP_PATH, self.handle_bootstrap), web.get(WS_PATH, self.handle_ws)]
 
     def install(self, app: web.Application) -> None:
-        """Add :meth:`routes`, store the gateway as ``app[GATEWAY_KEY]``, close client sockets on shutdown."""
+        """Add :meth:`routes`, store the gateway as ``app[GATEWAY_KEY]``, start with the app, close client
+        sockets on shutdown and the Redis link on cleanup."""
         app[GATEWAY_KEY] = self
         app.add_routes(self.routes())
+        app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+
+    async def _on_startup(self, _app: web.Application) -> None:
+        await self.start()
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         await self.close()
 
+    async def _on_cleanup(self, _app: web.Application) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def start(self) -> None:
+        """Connect to Redis (if clustered) and start the replay lease renewal."""
+        if self.cluster is not None:
+            await self.cluster.start()
+        self.replayer.start()
+
     async def close(self) -> None:
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"relay shutting down")
+        await self.replayer.close()
         await self.hub.close()
+
+    async def _on_cluster_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "deliver":
+            await self.router.serve(message)
+        elif op == "entry":
+            await self.replayer.take(message)
+        elif op == "wake":
+            self.replayer.wake(str(message.get("app")))
 
     # --- bootstrap --------------------------------------------------------------------------------
 
@@ -140,13 +218,17 @@ class Gateway:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """``GET /callback/ws/v2``: authenticate the ticket, enforce the limit, then serve frames."""
         try:
-            ticket = self.tickets.redeem(request.query.get("token", ""))
+            ticket = await self._redeem(request.query.get("token", ""))
         except TicketExpired:
             return _refusal(401, 500, "connection ticket expired, fetch a new endpoint")
         except TicketError:
             return _refusal(403, HANDSHAKE_FORBIDDEN, "invalid connection ticket")
+        except BackendUnavailable:
+            return _refusal(503, 500, "relay backend unavailable, retry")
         if ticket.app_id not in self.config.apps:
             return _refusal(403, HANDSHAKE_FORBIDDEN, "app is no longer served")
+        if self.cluster is not None:
+            return await self._serve_clustered(request, ticket)
         if not self.hub.reserve(ticket.app_id):
             limit = self.config.apps[ticket.app_id].max_connections
             log.warning("gateway app %s over its connection limit (%d)", ticket.app_id, limit)
@@ -159,11 +241,58 @@ class Gateway:
         except BaseException:
             self.hub.release(ticket.app_id)
             raise
+        self.hub.release(ticket.app_id)
+        return await self._serve(ws, ticket)
+
+    async def _redeem(self, token: str) -> Ticket:
+        """Check the ticket; one-time use in this process, or in Redis across nodes."""
+        if self.cluster is None:
+            return self.tickets.redeem(token)
+        ticket = self.tickets.verify(token)
+        if not await self.cluster.consume_ticket(ticket):
+            raise TicketExpired("connection ticket already used")
+        return ticket
+
+    def _limit_refusal(self, app_id: str) -> web.Response:
+        limit = self.config.apps[app_id].max_connections
+        log.warning("gateway app %s over its connection limit (%d)", app_id, limit)
+        return _refusal(
+            429, HANDSHAKE_AUTH_FAILED, f"exceeded connection limit {limit}", AUTHERR_EXCEED_CONN_LIMIT
+        )
+
+    async def _serve_clustered(self, request: web.Request, ticket: Ticket) -> web.StreamResponse:
+        """The limit counts every node's connections (a Redis sorted set, cluster.py)."""
+        assert self.cluster is not None
+        app_id = ticket.app_id
+        try:
+            ok = await self.cluster.reserve(
+                app_id, ticket.device_id, self.config.apps[app_id].max_connections
+            )
+        except BackendUnavailable:
+            return _refusal(503, 500, "relay backend unavailable, retry")
+        if not ok:
+            return self._limit_refusal(app_id)
+        unregister = functools.partial(self.cluster.unregister, app_id, ticket.device_id)
+        ws = web.WebSocketResponse(heartbeat=self.config.heartbeat or None, max_msg_size=1024 * 1024)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await unregister()
+            raise
+        return await self._serve(ws, ticket, on_close=unregister)
+
+    async def _serve(
+        self,
+        ws: web.WebSocketResponse,
+        ticket: Ticket,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> web.WebSocketResponse:
+        """Frames of one open connection until it closes; ``on_close`` runs before the hub forgets it."""
         conn = Connection(ticket.app_id, ticket.device_id, ws.send_bytes)
         await self.hub.add(conn)
-        self.hub.release(ticket.app_id)
         self._sockets.add(ws)
         log.info("gateway: %s connected (%s)", ticket.app_id, ticket.device_id)
+        self.replayer.wake(ticket.app_id)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -174,6 +303,8 @@ class Gateway:
                     break
         finally:
             self._sockets.discard(ws)
+            if on_close is not None:
+                await on_close()
             await self.hub.remove(conn)
             log.info("gateway: %s disconnected (%s)", ticket.app_id, ticket.device_id)
         return ws
@@ -193,15 +324,16 @@ class Gateway:
         app = self.config.apps[app_id]
         started = time.monotonic()
         answer = await relay_webhook(
-            self.hub,
+            self.router,
             app,
             headers,
             body,
             timeout=self.config.event_timeout,
             retry_after=self.config.retry_after,
+            replayer=self.replayer if app.replay else None,
         )
         request_id = headers.get("X-Request-Id") or headers.get("x-request-id") or ""
-        delivered = 0 if answer.outcome in ("rejected", "challenge-gateway", "no-subscriber") else 1
+        delivered = 0 if answer.outcome in _UNDELIVERED else 1
         self.observer.webhook_answered(
             app_id,
             request_id if REQUEST_ID_RE.match(request_id) else "-",

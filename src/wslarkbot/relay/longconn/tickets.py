@@ -6,7 +6,10 @@ one on every reconnect, so a short-lived, single-use ticket is enough::
 
     token = base64url(app_id "\\n" device_id "\\n" expiry_ms) "." base64url(HMAC-SHA256(key, that))
 
-The key is random per process, so a restarted relay refuses old tickets; clients re-bootstrap anyway.
+The key is random per process, so a restarted relay refuses old tickets; clients re-bootstrap anyway. With
+several relay nodes (``--redis``) the key is derived from the config's ``ticket_secret``
+(:func:`key_from_secret`) so that any node validates any node's ticket, and one-time use is enforced in
+Redis (cluster.py) after :meth:`TicketBook.verify`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Ticket", "TicketBook", "TicketError", "TicketExpired"]
+__all__ = ["Ticket", "TicketBook", "TicketError", "TicketExpired", "key_from_secret"]
 
 
 class TicketError(Exception):
@@ -35,6 +38,12 @@ class TicketExpired(TicketError):
 class Ticket:
     app_id: str
     device_id: str
+    expiry: float = 0.0  # seconds since the epoch
+
+
+def key_from_secret(secret: str) -> bytes:
+    """The HMAC key all nodes sharing ``ticket_secret`` use (domain-separated from other uses of it)."""
+    return hmac.new(secret.encode("utf-8"), b"wslarkbot longconn ticket v1", hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -64,11 +73,11 @@ class TicketBook:
         mac = hmac.new(self._key, body, hashlib.sha256).digest()
         return device_id, f"{_b64(body)}.{_b64(mac)}"
 
-    def redeem(self, token: str) -> Ticket:
-        """Check and consume a ticket.
+    def verify(self, token: str) -> Ticket:
+        """Check a ticket's MAC and expiry without consuming it (the caller enforces one-time use).
 
         Raises:
-            TicketError: forged or malformed. TicketExpired: authentic but expired or replayed.
+            TicketError: forged or malformed. TicketExpired: authentic but expired.
         """
         try:
             body_text, mac_text = token.split(".", 1)
@@ -79,11 +88,20 @@ class TicketBook:
             raise TicketError("malformed connection ticket") from None
         if not hmac.compare_digest(hmac.new(self._key, body, hashlib.sha256).digest(), mac):
             raise TicketError("invalid connection ticket")
+        if expiry <= self._clock():
+            raise TicketExpired("connection ticket expired")
+        return Ticket(app_id=app_id, device_id=device_id, expiry=expiry)
+
+    def redeem(self, token: str) -> Ticket:
+        """Check and consume a ticket (one-time use tracked in this process).
+
+        Raises:
+            TicketError: forged or malformed. TicketExpired: authentic but expired or replayed.
+        """
+        ticket = self.verify(token)
         now = self._clock()
         self._used = {d: e for d, e in self._used.items() if e > now}
-        if expiry <= now:
-            raise TicketExpired("connection ticket expired")
-        if device_id in self._used:
+        if ticket.device_id in self._used:
             raise TicketExpired("connection ticket already used")
-        self._used[device_id] = expiry
-        return Ticket(app_id=app_id, device_id=device_id)
+        self._used[ticket.device_id] = ticket.expiry
+        return ticket

@@ -1,7 +1,8 @@
 """A Feishu webhook for a gateway app: verify, decrypt, then hand the plaintext to a long-connection client.
 
 The verification half (:func:`open_webhook`) and the answer mapping (:func:`http_answer`) do no I/O;
-:func:`relay_webhook` joins them with :meth:`Hub.deliver`.
+:func:`relay_webhook` joins them with :meth:`Hub.deliver` (or :meth:`Router.deliver` across nodes), and with
+:meth:`Replayer.accept` for apps with ``replay = true``.
 
 * protocol.md §1-§3: body ``{"encrypt": ...}``, AES-256-CBC, ``X-Lark-Signature`` = sha256(ts+nonce+key+body),
   url_verification carries no signature and is answered here with ``{"challenge": ...}`` (token checked).
@@ -21,7 +22,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ...crypto import decrypt, secure_equals, verify_event_signature
 from ...exceptions import (
@@ -31,10 +32,20 @@ from ...exceptions import (
     SignatureError,
     TokenMismatchError,
 )
+from ..limits import BackendUnavailable
 from .config import GatewayApp
-from .hub import DeliveryTimeout, Hub, NoClientConnected
+from .hub import DeliveryTimeout, NoClientConnected
+from .replayer import Replayer, ReplayFull
 
-__all__ = ["CALLBACK_TYPES", "HttpAnswer", "OpenedWebhook", "http_answer", "open_webhook", "relay_webhook"]
+__all__ = [
+    "CALLBACK_TYPES",
+    "Deliverer",
+    "HttpAnswer",
+    "OpenedWebhook",
+    "http_answer",
+    "open_webhook",
+    "relay_webhook",
+]
 
 log = logging.getLogger("wslarkbot.relay.longconn")
 
@@ -177,10 +188,35 @@ def http_answer(opened: OpenedWebhook, answer: Mapping[str, Any]) -> HttpAnswer:
     )
 
 
+class Deliverer(Protocol):
+    """:class:`~.hub.Hub` (one node) or :class:`~.router.Router` (any node)."""
+
+    async def deliver(
+        self, app_id: str, payload: bytes, *, timeout: float, trace_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+def _unavailable(opened: OpenedWebhook, retry_after: int, msg: str, outcome: str) -> HttpAnswer:
+    return HttpAnswer.json(
+        503, {"msg": msg}, {"Retry-After": str(retry_after)}, kind=opened.kind, outcome=outcome
+    )
+
+
 async def relay_webhook(
-    hub: Hub, app: GatewayApp, headers: Mapping[str, str], body: bytes, *, timeout: float, retry_after: int
+    hub: Deliverer,
+    app: GatewayApp,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    timeout: float,
+    retry_after: int,
+    replayer: Replayer | None = None,
 ) -> HttpAnswer:
-    """Verify the webhook, push it to one (or every) client of ``app``, and wait for the answer."""
+    """Verify the webhook, push it to one (or every) client of ``app``, and wait for the answer.
+
+    With ``replayer`` (the app has ``replay = true``) events, not callbacks, are stored first: 200 once
+    stored, even if no client answers within ``timeout``; 503 when the buffer is full.
+    """
     try:
         opened = open_webhook(app, headers, body)
     except RequestRejected as exc:
@@ -191,24 +227,31 @@ async def relay_webhook(
         return HttpAnswer.json(
             200, {"challenge": opened.challenge}, kind="challenge", outcome="challenge-gateway"
         )
+    trace_id = _header(headers, "X-Request-Id")
+    where = f"gateway {app.app_id} {opened.event_type} {opened.event_id}"
     try:
-        answer = await hub.deliver(
-            app.app_id, opened.plaintext, timeout=timeout, trace_id=_header(headers, "X-Request-Id")
-        )
+        if replayer is not None and opened.kind == "event":
+            buffered = await replayer.accept(app, opened.plaintext, trace_id, timeout)
+            if buffered is None:
+                log.info("%s: buffered for replay", where)
+                return HttpAnswer.json(200, {"msg": "success"}, kind="event", outcome="buffered-gateway")
+            answer = buffered
+        else:
+            answer = await hub.deliver(app.app_id, opened.plaintext, timeout=timeout, trace_id=trace_id)
     except NoClientConnected:
-        log.warning("gateway %s %s %s: no client connected", app.app_id, opened.event_type, opened.event_id)
-        return HttpAnswer.json(
-            503,
-            {"msg": "no bot connected"},
-            {"Retry-After": str(retry_after)},
-            kind=opened.kind,
-            outcome="no-subscriber",
-        )
+        log.warning("%s: no client connected", where)
+        return _unavailable(opened, retry_after, "no bot connected", "no-subscriber")
+    except ReplayFull:
+        log.warning("%s: replay buffer full (%d events)", where, app.replay_size)
+        return _unavailable(opened, retry_after, "replay buffer full", "buffer-full")
+    except BackendUnavailable:
+        log.warning("%s: redis unavailable", where)
+        return _unavailable(opened, retry_after, "relay backend unavailable", "backend-unavailable")
     except DeliveryTimeout:
-        log.warning("gateway %s %s %s: no answer in time", app.app_id, opened.event_type, opened.event_id)
+        log.warning("%s: no answer in time", where)
         return HttpAnswer.json(
             504, {"msg": "bot did not answer in time"}, kind=opened.kind, outcome="timeout"
         )
     result = http_answer(opened, answer)
-    log.info("gateway %s %s %s -> %d", app.app_id, opened.event_type, opened.event_id, result.status)
+    log.info("%s -> %d", where, result.status)
     return result
