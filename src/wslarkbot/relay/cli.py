@@ -13,12 +13,16 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .config import RelayConfig, env_name, field_kind, flag_name
 
-__all__ = ["build_config", "register", "serve"]
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
+__all__ = ["EVENT_LOOP_ENV", "build_config", "event_loop_factory", "register", "serve"]
 
 _DESCRIPTION = """\
 Run the relay: Feishu POSTs webhooks to http://HOST:PORT/hook/<app_id> (or /org_<name>/<app_id>);
@@ -77,13 +81,49 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
 LOG_FIELDS = ("request_id", "channel", "status", "latency_ms")
 
 
+class _SecondCache:
+    """``strftime`` of the current second, computed once per second (a log line per webhook asks often)."""
+
+    __slots__ = ("_convert", "_fmt", "_sec", "_text")
+
+    def __init__(self, fmt: str, convert: Callable[[float], time.struct_time]) -> None:
+        self._fmt = fmt
+        self._convert = convert
+        self._sec = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        sec = int(created)
+        if sec != self._sec:
+            self._text = time.strftime(self._fmt, self._convert(sec))
+            self._sec = sec
+        return self._text
+
+
+class _TextFormatter(logging.Formatter):
+    """``%(asctime)s %(levelname)s %(name)s: %(message)s`` with the standard ``asctime`` (local time,
+    ``2026-11-28 19:40:04,123``), its date part formatted once per second instead of once per line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = _SecondCache(self.default_time_format, time.localtime)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:  # pragma: no cover - not used by the relay
+            return super().formatTime(record, datefmt)
+        return f"{self._second(record.created)},{int(record.msecs):03d}"
+
+
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC, ms), level, logger, msg, and :data:`LOG_FIELDS` when present."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = _SecondCache("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._second(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -102,7 +142,7 @@ def _setup_logging(config: RelayConfig) -> None:
     if config.log_json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     level = logging.getLevelName(config.log_level.upper())
@@ -144,4 +184,35 @@ def serve(args: argparse.Namespace) -> int:
             await relay.stop()
         return 0
 
-    return asyncio.run(main())
+    factory = event_loop_factory()
+    if factory is None:
+        return asyncio.run(main())
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main())
+    import uvloop  # pragma: no cover - Python 3.10
+
+    uvloop.install()  # pragma: no cover
+    return asyncio.run(main())  # pragma: no cover
+
+
+#: ``WSLARKBOT_EVENT_LOOP=asyncio`` keeps the standard event loop even when uvloop is installed.
+EVENT_LOOP_ENV = "WSLARKBOT_EVENT_LOOP"
+
+
+def event_loop_factory(environ: Mapping[str, str] | None = None) -> Callable[[], AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is installed (the ``relay`` extra), else None (the standard loop).
+
+    uvloop runs the socket and timer machinery in C: per webhook, the relay spends noticeably less time
+    in the event loop (docs/performance.md, "Profile and optimisation"). ``WSLARKBOT_EVENT_LOOP=asyncio``
+    opts out.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(EVENT_LOOP_ENV, "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], AbstractEventLoop] = uvloop.new_event_loop
+    return factory

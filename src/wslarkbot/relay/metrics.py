@@ -3,8 +3,9 @@
 Each relay app has its own :class:`prometheus_client.CollectorRegistry` (never the process-global one), so
 several relays in one process (tests, embedding) do not mix their numbers.
 
-Counters are updated by :class:`MetricsObserver` on the hot path (one cached child per label set: a dict
-lookup and an increment). Gauges are read from the hub and the relay state when Prometheus scrapes.
+Counters are updated by :class:`MetricsObserver` on the hot path as plain ``int`` values in dicts (no
+prometheus-client locks or value objects per increment) and turned into metric families at scrape time.
+Gauges are read from the hub and the relay state when Prometheus scrapes.
 
 Metrics (``channel_kind`` is ``hook`` for ``/hook/<app_id>`` and ``org`` for ``/org_<name>/<app_id>``;
 channel names are never labels, so a caller cannot grow the series count):
@@ -36,13 +37,15 @@ absent for the in-memory hub.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .. import __version__
 from .longconn.server import GATEWAY_KEY
@@ -60,69 +63,36 @@ __all__ = ["LATENCY_BUCKETS", "MetricsObserver", "RelayCollector", "render"]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.9, 1.0, 2.0, 2.8, 3.0, 5.0)
 
 _KINDS = ("hook", "org")
+#: The ``le`` label of each bucket, formatted as prometheus_client formats them ("1.0", "0.9", ...).
+_LE = tuple(floatToGoString(b) for b in LATENCY_BUCKETS)
 
 
 class MetricsObserver(RelayObserver):
-    """Counts the relay's events into ``registry``."""
+    """Counts the relay's events into ``registry``.
+
+    The hot path (:meth:`webhook_answered`, once per webhook) only bumps plain ``int`` counters in dicts:
+    no ``prometheus_client`` metric objects, so no per-increment lock and no per-child value object.
+    Everything runs on the relay's event loop, scrapes included, so nothing needs a lock. The registered
+    :class:`_CountersCollector` turns the counters into metric families when Prometheus scrapes.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        r = registry
-        self.received = Counter(
-            "wslarkbot_webhooks_received", "Webhooks published", ["channel_kind", "kind"], registry=r
-        )
-        self.delivered = Counter(
-            "wslarkbot_webhooks_delivered",
-            "Webhooks received by at least one subscriber",
-            ["channel_kind"],
-            registry=r,
-        )
-        self.frames = Counter(
-            "wslarkbot_frames_delivered",
-            "Envelope frames sent (one per subscriber)",
-            ["channel_kind"],
-            registry=r,
-        )
-        self.acked = Counter(
-            "wslarkbot_webhooks_acked", "Events acked by a protocol-2 bot", ["channel_kind"], registry=r
-        )
-        self.answered = Counter(
-            "wslarkbot_webhooks_answered",
-            "Webhook answers by outcome and HTTP status",
-            ["channel_kind", "outcome", "status"],
-            registry=r,
-        )
-        self.failed = Counter(
-            "wslarkbot_webhooks_failed",
-            "Webhook answers that were not 2xx",
-            ["channel_kind", "outcome"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "wslarkbot_webhook_reply_latency_seconds",
-            "Seconds from receiving a webhook to answering it",
-            ["channel_kind"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.connects = Counter("wslarkbot_subscriber_connects", "WebSocket subscriptions opened", registry=r)
-        self.disconnects = Counter(
-            "wslarkbot_subscriber_disconnects", "WebSocket subscriptions closed", registry=r
-        )
-        self.answers = Counter(
-            "wslarkbot_subscriber_answers", "Accepted ack/reply frames from subscribers", ["kind"], registry=r
-        )
-        # Children per label set, created once: the hot path is a dict lookup and .inc().
-        self._received = {
-            (ck, k): self.received.labels(ck, k) for ck in _KINDS for k in ("event", "challenge", "callback")
-        }
-        self._delivered = {ck: self.delivered.labels(ck) for ck in _KINDS}
-        self._frames = {ck: self.frames.labels(ck) for ck in _KINDS}
-        self._acked = {ck: self.acked.labels(ck) for ck in _KINDS}
-        self._latency = {ck: self.latency.labels(ck) for ck in _KINDS}
-        self._answered: dict[tuple[str, str, int], Counter] = {}
-        self._failed: dict[tuple[str, str], Counter] = {}
-        self._answers = {k: self.answers.labels(k) for k in ("ack", "reply")}
+        kinds = ("event", "challenge", "callback")
+        # Pre-created keys, so the series exist (at 0) before the first webhook, as before.
+        self.received: dict[tuple[str, str], int] = {(ck, k): 0 for ck in _KINDS for k in kinds}
+        self.delivered: dict[str, int] = dict.fromkeys(_KINDS, 0)
+        self.frames: dict[str, int] = dict.fromkeys(_KINDS, 0)
+        self.acked: dict[str, int] = dict.fromkeys(_KINDS, 0)
+        self.answered: dict[tuple[str, str, int], int] = {}
+        self.failed: dict[tuple[str, str], int] = {}
+        #: per channel kind: non-cumulative counts per bucket of :data:`LATENCY_BUCKETS`, then +Inf
+        self.latency_buckets: dict[str, list[int]] = {ck: [0] * (len(LATENCY_BUCKETS) + 1) for ck in _KINDS}
+        self.latency_sum: dict[str, float] = dict.fromkeys(_KINDS, 0.0)
+        self.connects = 0
+        self.disconnects = 0
+        self.answers: dict[str, int] = {"ack": 0, "reply": 0}
+        registry.register(_CountersCollector(self))
 
     def webhook_answered(
         self,
@@ -135,38 +105,102 @@ class MetricsObserver(RelayObserver):
         latency: float,
     ) -> None:
         ck = channel_kind(channel)
-        child = self._received.get((ck, kind))
-        if child is None:
-            child = self._received[(ck, kind)] = self.received.labels(ck, kind)
-        child.inc()
+        key = (ck, kind)
+        received = self.received
+        received[key] = received.get(key, 0) + 1
         if delivered:
-            self._delivered[ck].inc()
-            self._frames[ck].inc(delivered)
+            self.delivered[ck] += 1
+            self.frames[ck] += delivered
         if outcome.startswith("ack-"):
-            self._acked[ck].inc()
-        key = (ck, outcome, status)
-        answered = self._answered.get(key)
-        if answered is None:
-            answered = self._answered[key] = self.answered.labels(ck, outcome, str(status))
-        answered.inc()
+            self.acked[ck] += 1
+        akey = (ck, outcome, status)
+        answered = self.answered
+        answered[akey] = answered.get(akey, 0) + 1
         if not 200 <= status < 300:
             fkey = (ck, outcome)
-            failed = self._failed.get(fkey)
-            if failed is None:
-                failed = self._failed[fkey] = self.failed.labels(ck, outcome)
-            failed.inc()
-        self._latency[ck].observe(latency)
+            self.failed[fkey] = self.failed.get(fkey, 0) + 1
+        # bisect_left: the first bucket whose bound is >= latency (Prometheus' ``le``); past the end: +Inf.
+        self.latency_buckets[ck][bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+        self.latency_sum[ck] += latency
 
     def subscriber_connected(self, sub: Subscriber) -> None:
-        self.connects.inc()
+        self.connects += 1
 
     def subscriber_disconnected(self, sub: Subscriber, close_code: int | None) -> None:
-        self.disconnects.inc()
+        self.disconnects += 1
 
     def subscriber_answered(self, sub: Subscriber, request_id: str, kind: str) -> None:
-        child = self._answers.get(kind)
-        if child is not None:
-            child.inc()
+        if kind in self.answers:
+            self.answers[kind] += 1
+
+
+class _CountersCollector(Collector):
+    """The :class:`MetricsObserver`'s counters and latency histogram, as metric families at scrape time."""
+
+    def __init__(self, metrics: MetricsObserver) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front (as :class:`RelayCollector`)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        received = CounterMetricFamily(
+            "wslarkbot_webhooks_received", "Webhooks published", labels=["channel_kind", "kind"]
+        )
+        for (ck, kind), n in list(m.received.items()):
+            received.add_metric([ck, kind], n)
+        yield received
+        for name, doc, values in (
+            ("wslarkbot_webhooks_delivered", "Webhooks received by at least one subscriber", m.delivered),
+            ("wslarkbot_frames_delivered", "Envelope frames sent (one per subscriber)", m.frames),
+            ("wslarkbot_webhooks_acked", "Events acked by a protocol-2 bot", m.acked),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["channel_kind"])
+            for ck, n in list(values.items()):
+                family.add_metric([ck], n)
+            yield family
+        answered = CounterMetricFamily(
+            "wslarkbot_webhooks_answered",
+            "Webhook answers by outcome and HTTP status",
+            labels=["channel_kind", "outcome", "status"],
+        )
+        for (ck, outcome, status), n in list(m.answered.items()):
+            answered.add_metric([ck, outcome, str(status)], n)
+        yield answered
+        failed = CounterMetricFamily(
+            "wslarkbot_webhooks_failed",
+            "Webhook answers that were not 2xx",
+            labels=["channel_kind", "outcome"],
+        )
+        for (ck, outcome), n in list(m.failed.items()):
+            failed.add_metric([ck, outcome], n)
+        yield failed
+        latency = HistogramMetricFamily(
+            "wslarkbot_webhook_reply_latency_seconds",
+            "Seconds from receiving a webhook to answering it",
+            labels=["channel_kind"],
+        )
+        for ck, counts in list(m.latency_buckets.items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*_LE, "+Inf"), counts, strict=True):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            latency.add_metric([ck], buckets, m.latency_sum[ck])
+        yield latency
+        yield CounterMetricFamily(
+            "wslarkbot_subscriber_connects", "WebSocket subscriptions opened", value=m.connects
+        )
+        yield CounterMetricFamily(
+            "wslarkbot_subscriber_disconnects", "WebSocket subscriptions closed", value=m.disconnects
+        )
+        answers = CounterMetricFamily(
+            "wslarkbot_subscriber_answers", "Accepted ack/reply frames from subscribers", labels=["kind"]
+        )
+        for kind, n in list(m.answers.items()):
+            answers.add_metric([kind], n)
+        yield answers
 
 
 class RelayCollector(Collector):

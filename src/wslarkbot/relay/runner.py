@@ -27,7 +27,10 @@ from .app import create_app, status_snapshot
 from .config import RelayConfig
 from .state import log
 
-__all__ = ["RelayThread", "RunningRelay", "run_relay"]
+__all__ = ["LISTEN_BACKLOG", "RelayThread", "RunningRelay", "run_relay"]
+
+#: Pending connections the listening socket queues (``listen()`` backlog).
+LISTEN_BACKLOG = 1024
 
 
 class RunningRelay:
@@ -79,7 +82,9 @@ async def start_relay(config: RelayConfig, *, app: web.Application | None = None
         app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    # backlog: aiohttp's default (128) drops SYNs when thousands of bots reconnect at once (after a
+    # restart); nginx uses 511. The kernel caps it at net.core.somaxconn.
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except BaseException:

@@ -1,0 +1,101 @@
+"""Fast JSON for the relay's hot path: orjson when it is installed (the ``relay`` extra), else :mod:`json`.
+
+Both functions give the results of the standard library's compact encoding
+(``json.dumps(obj, ensure_ascii=False, separators=(",", ":"))``) and ``json.loads``; orjson is only a
+faster way to get them (about 5x for a 1.2 KB webhook body, 10x for an envelope). Where orjson would
+differ, the standard library does the work:
+
+* :func:`loads`: documents orjson refuses (``NaN``, ``Infinity``, lone surrogates, a byte order mark)
+  and documents with a run of 19 or more digits (orjson turns integers beyond 64 bits into floats; the
+  standard library keeps them exact) are parsed by ``json.loads``, so the result is always what
+  ``json.loads`` returns, and invalid JSON raises :class:`ValueError` as it does.
+* :func:`dumps`: what orjson does not encode the way :mod:`json` does (dict keys that are not strings,
+  integers beyond 64 bits, subclasses of ``str``/``int``/``dict``/``list``, dataclasses, dates) is
+  encoded by ``json.dumps``, which also raises the usual :class:`TypeError` for what JSON cannot carry.
+  One difference remains: a non-finite float (``nan``, ``inf``: not JSON) is written as ``null`` by
+  orjson and as the non-standard ``NaN``/``Infinity`` by the standard library. :func:`loads` never
+  returns one for a valid JSON document.
+
+Floats are written in their shortest round-trip form by both (``1e+16`` vs orjson's ``1e16``): the same
+value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = ["FAST", "dumps", "dumps_bytes", "loads"]
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+_LONG_NUMBER_STR = re.compile(r"\d{19}")
+
+
+def _std_dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the relay extra installs orjson
+    orjson = None  # type: ignore[assignment]
+
+#: Whether orjson is used.
+FAST = orjson is not None
+
+if orjson is not None:
+    # Types orjson would encode where json raises TypeError (or encodes differently): hand them to json.
+    _OPTIONS = (
+        orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+    _orjson_dumps = orjson.dumps
+    _orjson_loads = orjson.loads
+    _OrjsonDecodeError = orjson.JSONDecodeError
+
+    def dumps_bytes(obj: Any) -> bytes:
+        """``obj`` as compact UTF-8 JSON bytes (see the module docstring)."""
+        try:
+            return _orjson_dumps(obj, option=_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return _std_dumps(obj).encode("utf-8")
+
+    def dumps(obj: Any) -> str:
+        """``obj`` as compact JSON text, non-ASCII characters as they are (see the module docstring)."""
+        try:
+            return _orjson_dumps(obj, option=_OPTIONS).decode("utf-8")
+        except TypeError:
+            return _std_dumps(obj)
+
+    def loads(data: str | bytes | bytearray) -> Any:
+        """Parse a JSON document exactly as ``json.loads`` does (see the module docstring).
+
+        Raises:
+            ValueError: not JSON (``json.JSONDecodeError``), or bytes that are not UTF-8.
+        """
+        if isinstance(data, str):
+            if _LONG_NUMBER_STR.search(data) is None:
+                try:
+                    return _orjson_loads(data)
+                except _OrjsonDecodeError:
+                    pass
+        elif _LONG_NUMBER.search(data) is None:
+            try:
+                return _orjson_loads(data)
+            except _OrjsonDecodeError:
+                pass
+        return json.loads(data)
+
+else:  # pragma: no cover - exercised only without orjson
+
+    def dumps_bytes(obj: Any) -> bytes:
+        """``obj`` as compact UTF-8 JSON bytes."""
+        return _std_dumps(obj).encode("utf-8")
+
+    def dumps(obj: Any) -> str:
+        """``obj`` as compact JSON text, non-ASCII characters as they are."""
+        return _std_dumps(obj)
+
+    def loads(data: str | bytes | bytearray) -> Any:
+        """``json.loads``."""
+        return json.loads(data)
