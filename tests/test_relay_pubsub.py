@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from wslarkbot.relay import InMemoryHub, create_app, run_relay
+from wslarkbot.relay.hub import Event
 from wslarkbot.relay.pending import Outcome, Resolution
 from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.testing import SIGNED, recv_json, recv_text, test_config
@@ -146,8 +147,8 @@ class ReplyFirstHub(InMemoryHub):
         super().__init__(max_subscribers_per_channel=10, max_pending_replies=10)
         self.resolved = asyncio.Event()
 
-    async def publish(self, channel: str, frame: str) -> list[Any]:
-        subs = await super().publish(channel, frame)
+    async def publish(self, event: Event) -> list[Any]:
+        subs = await super().publish(event)
         await asyncio.wait_for(self.resolved.wait(), 3)
         return subs
 

@@ -12,10 +12,12 @@ import pytest
 from wslarkbot.exceptions import ConfigurationError, ProtocolError
 from wslarkbot.relay import RelayConfig
 from wslarkbot.relay.config import env_name, flag_name
+from wslarkbot.relay.hub import Event
 from wslarkbot.relay.pending import Outcome, Resolution
 from wslarkbot.relay.redis_link import backoff_delays, redact_url
 from wslarkbot.relay.redis_protocol import (
     DeliveryReport,
+    FanOut,
     Tally,
     channel_of,
     decode_fanout,
@@ -31,9 +33,12 @@ from wslarkbot.relay.redis_protocol import (
 
 def test_fanout_message_round_trips_a_frame_with_newlines_and_unicode() -> None:
     frame = '{"body": "line1\\nline2 你好"}\n'
-    assert decode_fanout(encode_fanout("node-1", "rid.1", frame)) == ("node-1", "rid.1", frame)
+    event = Event("cli_a", "rid.1", "17-0", frame, buffered=True)
+    assert decode_fanout("cli_a", encode_fanout("node-1", event)) == FanOut("node-1", event)
+    hand_on = encode_fanout("node-1", event, group="workers", attempt=2, replay=True)
+    assert decode_fanout("cli_a", hand_on) == FanOut("node-1", event, "workers", 2, True)
     with pytest.raises(ProtocolError):
-        decode_fanout(b"no separators")
+        decode_fanout("cli_a", b"no separators")
 
 
 def test_fanout_channel_maps_back_to_the_relay_channel_only() -> None:

@@ -20,6 +20,12 @@ Protocol 2 (new clients that connect with ``?proto=2``) adds JSON control messag
   (challenge, card callback); ``{"type": "ack", "request_id": "..."}`` says an event was handled.
 * relay -> client: ``{"type": "error", "request_id": "...", "reason": "..."}`` when a reply or ack was
   refused (unknown or expired request id, not a subscriber of the request's channel).
+
+Delivery (docs/delivery.md): our relay adds ``"id"`` (``<ms>-<seq>``, increasing per channel) and
+``"channel"`` to every envelope, and ``"replay": true`` to buffered events sent again after Feishu was
+answered. A protocol-2 client may copy ``id`` and ``channel`` into its ``reply``/``ack`` so the relay can mark
+a buffered event acked even on a later connection; it subscribes with ``?since=<channel>:<id>[,...]`` to
+resume after the last id it saw, and with ``?group=<name>`` to share events with the group's members.
 * Either side may send the text ``PING``; the other answers ``PONG`` (nchan's client heartbeat).
 """
 
@@ -43,6 +49,7 @@ __all__ = [
     "Ack",
     "Envelope",
     "Hello",
+    "MessageRef",
     "Reply",
     "ServerError",
     "encode_message",
@@ -146,6 +153,23 @@ class Envelope:
         return self.headers.get("x-org-id", HOOK_ORG_ID)
 
     @property
+    def message_id(self) -> str | None:
+        """The relay's per-channel message id (``<ms>-<seq>``), if it sent one."""
+        value = self.extra.get("id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def channel(self) -> str | None:
+        """The channel the relay received this envelope on, if it said."""
+        value = self.extra.get("channel")
+        return value if isinstance(value, str) else None
+
+    @property
+    def replay(self) -> bool:
+        """True for a buffered event sent again (``"replay": true``): Feishu was answered long ago."""
+        return self.extra.get("replay") is True
+
+    @property
     def has_signature(self) -> bool:
         return bool(self.headers.get("x-lark-signature"))
 
@@ -201,14 +225,37 @@ class Hello:
 
 
 @dataclass(frozen=True)
+class MessageRef:
+    """Which buffered message an answer is for: the envelope's ``channel`` and ``id``."""
+
+    channel: str
+    id: str
+
+
+def _with_ref(out: dict[str, Any], ref: MessageRef | None) -> dict[str, Any]:
+    if ref is not None:
+        out["channel"] = ref.channel
+        out["id"] = ref.id
+    return out
+
+
+def _ref(data: Mapping[str, Any]) -> MessageRef | None:
+    channel, mid = data.get("channel"), data.get("id")
+    if isinstance(channel, str) and isinstance(mid, str) and CHANNEL_RE.match(channel) and len(mid) <= 64:
+        return MessageRef(channel, mid)
+    return None
+
+
+@dataclass(frozen=True)
 class Reply:
     """A bot's answer to a waiting request (challenge, card callback)."""
 
     request_id: str
     body: Any
+    ref: MessageRef | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "reply", "request_id": self.request_id, "body": self.body}
+        return _with_ref({"type": "reply", "request_id": self.request_id, "body": self.body}, self.ref)
 
 
 @dataclass(frozen=True)
@@ -216,9 +263,10 @@ class Ack:
     """A bot says it has handled (or is safely handling) an event."""
 
     request_id: str
+    ref: MessageRef | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "ack", "request_id": self.request_id}
+        return _with_ref({"type": "ack", "request_id": self.request_id}, self.ref)
 
 
 @dataclass(frozen=True)
@@ -273,9 +321,9 @@ def parse_client_message(text: str | bytes) -> Reply | Ack | str:
     if kind == "reply":
         if "body" not in data:
             raise ProtocolError("reply needs a 'body'")
-        return Reply(_request_id(data), data["body"])
+        return Reply(_request_id(data), data["body"], _ref(data))
     if kind == "ack":
-        return Ack(_request_id(data))
+        return Ack(_request_id(data), _ref(data))
     raise ProtocolError(f"unknown message type {kind!r}")
 
 

@@ -57,6 +57,7 @@ from .connection import (
     open_connection,
 )
 from .dispatch import BotLike, Dispatcher, ReplySink
+from .resume import ResumeCursor
 from .sinks import HttpReplySink, WebSocketReplySink
 from .status import ClientStatus
 
@@ -90,6 +91,11 @@ class AsyncClient:
         reply_wait: seconds an answer waits for a reconnection before being dropped.
         max_size: largest frame accepted from the relay, in bytes.
         executor: run ``def`` handlers here instead of a private ThreadPoolExecutor (not shut down).
+        group: join this subscriber group (``?group=``): each event goes to one connection of the group
+            (docs/delivery.md); None: every event comes to this client.
+
+    The client remembers the last message id it received per channel and reconnects with ``?since=``, so
+    a relay that buffers the channel replays exactly what was missed (docs/delivery.md).
 
     Raises:
         ConfigurationError: no server, bad protocol, a bot without ``app_id``, duplicate app ids.
@@ -117,8 +123,14 @@ class AsyncClient:
         reply_wait: float = 5.0,
         max_size: int = 4 * 1024 * 1024,
         executor: Executor | None = None,
+        group: str | None = None,
     ) -> None:
         self.endpoint: Endpoint = resolve_endpoint(server, protocol, org_name=org_name, org_passwd=org_passwd)
+        if group is not None and not wire.CHANNEL_RE.match(group):
+            raise ConfigurationError(f"invalid group name {group!r}: letters, digits, '_', '.', '-'")
+        self.group = group
+        #: last message id per channel and the message of each request id (resume after reconnects).
+        self.cursor = ResumeCursor()
         self._bots: dict[str, BotLike] = {}
         for b in (*bot, *(bots or ())):
             self._register(b)
@@ -283,7 +295,7 @@ class AsyncClient:
             status=self.status,
         )
         http = httpx.AsyncClient()
-        ws_sink = WebSocketReplySink(self._current_ws, self.status)
+        ws_sink = WebSocketReplySink(self._current_ws, self.status, self.cursor.ref)
         http_sinks = (
             HttpReplySink(http, self.endpoint, self.status),
             HttpReplySink(http, self.endpoint, self.status, acks=True),
@@ -319,7 +331,10 @@ class AsyncClient:
             self._interrupt.clear()
             good = False
             error: BaseException | None = None
-            url = self.endpoint.sub_url(list(self._bots))  # ConfigurationError (no bot) ends run()
+            app_ids = list(self._bots)
+            since = self.cursor.since(self.endpoint.channels(app_ids))
+            # ConfigurationError (no bot) ends run()
+            url = self.endpoint.sub_url(app_ids, group=self.group, since=since)
             try:
                 ws = await open_connection(
                     url,
@@ -490,6 +505,7 @@ class AsyncClient:
                     self.status.update(protocol=1)
                     logger.info("relay speaks the original protocol: replies by HTTP POST, no acks")
                 if conn.protocol == 2:
+                    self.cursor.seen(msg)
                     # Our relay waits for a plaintext event's ack as long as for a signed one.
                     await self._dispatch(msg, ws_sink, loop.time())
                 else:

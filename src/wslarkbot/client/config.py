@@ -102,8 +102,9 @@ class Endpoint:
             return [self.org_name]
         return list(dict.fromkeys(app_ids))
 
-    def sub_url(self, app_ids: Sequence[str]) -> str:
-        """``{ws}://{server}/sub/{ch1,ch2,...}?proto=2`` (nchan's ``,`` channel delimiter).
+    def sub_url(self, app_ids: Sequence[str], *, group: str | None = None, since: str = "") -> str:
+        """``{ws}://{server}/sub/{ch1,ch2,...}?proto=2`` (nchan's ``,`` channel delimiter), with
+        ``&group=<group>`` and ``&since=<ch>:<id>,...`` when given (docs/delivery.md).
 
         Raises:
             ConfigurationError: no channel, or a channel name the relay would refuse.
@@ -114,7 +115,12 @@ class Endpoint:
         for ch in channels:
             if not CHANNEL_RE.match(ch):
                 raise ConfigurationError(f"invalid channel name {ch!r}: letters, digits, '_', '.', '-'")
-        return f"{self.ws_scheme}://{self.server}/sub/{','.join(channels)}?proto={PROTOCOL_VERSION}"
+        query = f"proto={PROTOCOL_VERSION}"
+        if group:
+            query += f"&group={group}"
+        if since:
+            query += f"&since={since}"
+        return f"{self.ws_scheme}://{self.server}/sub/{','.join(channels)}?{query}"
 
     def reply_url(self, request_id: str) -> str:
         """Where an original-protocol client POSTs a reply: ``{protocol}://{server}/sub/{request_id}``."""

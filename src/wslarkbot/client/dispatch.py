@@ -65,13 +65,14 @@ class ReplySink(Protocol):
     async def ack(self, request_id: str) -> None: ...
 
 
-async def _run_bot(bot: BotLike, message: Mapping[str, Any], executor: Executor) -> tuple[Any, bool]:
-    """(response, handler_failed). Uses ``adispatch`` when the bot has it, to know about failures."""
+async def _run_bot(bot: BotLike, message: Mapping[str, Any], executor: Executor) -> tuple[Any, bool, bool]:
+    """(response, handler_failed, no_answer). Uses ``adispatch`` when the bot has it, to know about
+    failures and about ``DispatchResult.no_answer`` (dedup: the event is still running elsewhere)."""
     adispatch = getattr(bot, "adispatch", None)
     if adispatch is not None:
         result = await adispatch(message, executor=executor)
-        return result.response, bool(result.handler_failed)
-    return await bot.aprocess_message(message, executor=executor), False
+        return result.response, bool(result.handler_failed), bool(getattr(result, "no_answer", False))
+    return await bot.aprocess_message(message, executor=executor), False, False
 
 
 class Dispatcher:
@@ -194,7 +195,7 @@ class Dispatcher:
                     logger.debug("request %s: handler still running at ack_after, acking", rid)
                     await sink.ack(rid)
                     acked = True
-            response, failed = await work
+            response, failed, no_answer = await work
         except RequestRejected as exc:
             self._rejected(bot, rid, exc)
             return
@@ -203,6 +204,9 @@ class Dispatcher:
             raise
         except Exception:
             logger.exception("request %s for %s: bot failed", rid, bot.app_id)
+            return
+        if no_answer:  # still running elsewhere (dedup): no ack, no reply; the relay answers 504/hands over
+            logger.info("request %s: in progress elsewhere; not answered, to be delivered again", rid)
             return
         if acked:
             if response is not None:

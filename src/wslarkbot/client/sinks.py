@@ -31,15 +31,21 @@ class WebSocketReplySink:
             (stopping, or not reconnected in time). Answers of handlers that outlive a connection go over
             the next one; the relay answers ``error`` if it no longer knows the request.
         status: counters to update.
+        ref: the message (channel, id) of a request id, copied into the answer so the relay can mark a
+            buffered event acked even on a later connection.
     """
 
     acks = True
 
     def __init__(
-        self, current: Callable[[], Awaitable[ClientConnection | None]], status: ClientStatus
+        self,
+        current: Callable[[], Awaitable[ClientConnection | None]],
+        status: ClientStatus,
+        ref: Callable[[str], wire.MessageRef | None] | None = None,
     ) -> None:
         self._current = current
         self._status = status
+        self._ref = ref or (lambda _rid: None)
 
     async def _send(self, msg: wire.Reply | wire.Ack, counter: str) -> None:
         try:
@@ -62,10 +68,10 @@ class WebSocketReplySink:
         self._status.incr(counter)
 
     async def reply(self, request_id: str, body: Any) -> None:
-        await self._send(wire.Reply(request_id, body), "replies")
+        await self._send(wire.Reply(request_id, body, self._ref(request_id)), "replies")
 
     async def ack(self, request_id: str) -> None:
-        await self._send(wire.Ack(request_id), "acks")
+        await self._send(wire.Ack(request_id, self._ref(request_id)), "acks")
 
 
 class HttpReplySink:

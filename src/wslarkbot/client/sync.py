@@ -41,7 +41,7 @@ logger = logging.getLogger("wslarkbot.client")
 
 class Client:
     """Blocking client: same arguments as :class:`AsyncClient` (``*bot``, ``bots=``, ``server=``,
-    ``protocol=``, ``org_name=``, ``org_passwd=`` and the tuning keywords).
+    ``protocol=``, ``org_name=``, ``org_passwd=``, ``group=`` and the tuning keywords).
 
     Raises:
         ConfigurationError: see :class:`AsyncClient`.

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, web
 from ..exceptions import ConfigurationError
 from . import admin
 from .auth import AccessPolicy
+from .buffer import BufferPolicy
 from .config import RelayConfig
 from .hub import Hub, InMemoryHub
 from .longconn.server import GATEWAY_KEY
@@ -76,10 +77,12 @@ def default_hub(config: RelayConfig) -> Hub:
     Raises:
         ConfigurationError: ``redis_url`` is set but the ``redis`` extra is not installed.
     """
+    buffers = BufferPolicy.parse(config.buffer, size=config.buffer_size, ttl=config.buffer_ttl)
     if not config.redis_url:
         return InMemoryHub(
             max_subscribers_per_channel=config.max_subscribers_per_channel,
             max_pending_replies=config.max_pending_replies,
+            buffers=buffers,
         )
     try:
         from .redis_hub import RedisHub  # imports redis: only with --redis
@@ -93,6 +96,7 @@ def default_hub(config: RelayConfig) -> Hub:
         max_subscribers_per_channel=config.max_subscribers_per_channel,
         max_pending_replies=config.max_pending_replies,
         pending_ttl=longest_wait + 30.0,
+        buffers=buffers,
     )
 
 
@@ -133,5 +137,5 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
         # Imported only when configured: the gateway is an optional feature (docs/long-connection.md).
         from .longconn import Gateway, load_gateway_config
 
-        Gateway(load_gateway_config(config.gateway_config)).install(app)
+        Gateway(load_gateway_config(config.gateway_config), redis_url=config.redis_url).install(app)
     return app

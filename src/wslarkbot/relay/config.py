@@ -81,6 +81,14 @@ class RelayConfig:
         },
     )
 
+    buffer: str | None = _opt(
+        None,
+        "buffer events of these channels (comma list of fnmatch patterns, e.g. 'cli_*,org_acme') and replay "
+        "them to subscribers that connect later (docs/delivery.md); unset: nothing buffered",
+    )
+    buffer_size: int = _opt(1000, "most events kept per buffered channel (503 when all are unacked)")
+    buffer_ttl: float = _opt(3600.0, "seconds a buffered event is kept (acked or not)")
+
     def __post_init__(self) -> None:
         positive = (
             "challenge_timeout",
@@ -92,6 +100,8 @@ class RelayConfig:
             "max_pending_replies",
             "max_ws_message_bytes",
             "max_subscriber_buffer_bytes",
+            "buffer_size",
+            "buffer_ttl",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -4,91 +4,33 @@
 :class:`~wslarkbot.relay.redis_hub.RedisHub` (``--redis``, docs/deploy.md) implements the same methods for
 several processes sharing one Redis.
 
-Fan-out is cheap: the envelope is encoded once per webhook and the same ``str`` is appended to each
-subscriber's outgoing buffer (no copy, no task per message). One writer task per *connection* drains the
-buffer. A subscriber whose buffer exceeds ``max_buffer_bytes`` is marked overloaded and disconnected
-(WebSocket close 1013, "try again later"): memory per slow subscriber is bounded, and the frame that did
-not fit is not counted as delivered (so a request nobody received is answered 503, and Feishu retries).
+Fan-out is cheap: the envelope is encoded (and stamped with its message id) once per webhook and the same
+``str`` is appended to each subscriber's outgoing buffer (no copy, no task per message). Per channel, every
+broadcast subscriber gets each event and each subscriber group one member (:mod:`.groups`); buffered
+channels keep their events for later subscribers (:mod:`.buffer`, docs/delivery.md). One writer task per
+*connection* drains the buffer. A subscriber whose buffer exceeds ``max_buffer_bytes`` is marked
+overloaded and disconnected (WebSocket close 1013, "try again later"): memory per slow subscriber is
+bounded, and the frame that did not fit is not counted as delivered (so a request nobody received is
+answered 503, and Feishu retries).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import collections
-import itertools
+import logging
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from .buffer import BufferEntry, BufferFull, BufferPolicy, BufferStore
+from .groups import GroupRing, InFlight
 from .limits import LimitExceeded
 from .pending import Outcome, PendingEntry, PendingTable, Resolution
+from .subscriber import Event, Subscriber
 
-__all__ = ["Delivery", "Hub", "InMemoryHub", "Subscriber"]
+__all__ = ["Delivery", "Event", "Hub", "InMemoryHub", "Subscriber"]
 
-_ids = itertools.count(1)
-
-
-class Subscriber:
-    """One WebSocket connection subscribed to one or more channels.
-
-    The hub calls :meth:`offer`; the connection's writer task awaits :meth:`next_frame`.
-    """
-
-    def __init__(
-        self,
-        channels: tuple[str, ...],
-        *,
-        protocol: int,
-        peer: str,
-        max_buffer_bytes: int,
-        on_overload: Callable[[Subscriber], None] | None = None,
-    ) -> None:
-        self.id = next(_ids)
-        self.channels = channels
-        self.channel_set = frozenset(channels)
-        self.protocol = protocol
-        self.peer = peer
-        self.max_buffer_bytes = max_buffer_bytes
-        self.on_overload = on_overload
-        self.overloaded = False
-        self.closed = False
-        self.buffered_bytes = 0
-        self._frames: collections.deque[str] = collections.deque()
-        self._wakeup = asyncio.Event()
-
-    def __repr__(self) -> str:
-        return f"<Subscriber #{self.id} {self.peer} {','.join(self.channels)} proto={self.protocol}>"
-
-    def offer(self, frame: str) -> bool:
-        """Queue ``frame``. Returns False (and marks the subscriber overloaded) if it does not fit."""
-        if self.closed or self.overloaded:
-            return False
-        size = len(frame)
-        if self.buffered_bytes + size > self.max_buffer_bytes and self._frames:
-            self.overloaded = True
-            if self.on_overload is not None:
-                self.on_overload(self)
-            return False
-        self._frames.append(frame)
-        self.buffered_bytes += size
-        self._wakeup.set()
-        return True
-
-    async def next_frame(self) -> str | None:
-        """The next queued frame, or None once :meth:`close` was called and the buffer is empty."""
-        while not self._frames:
-            if self.closed:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        frame = self._frames.popleft()
-        self.buffered_bytes -= len(frame)
-        return frame
-
-    def close(self) -> None:
-        """Stop accepting frames; :meth:`next_frame` returns None after the buffer drains."""
-        self.closed = True
-        self._wakeup.set()
+log = logging.getLogger("wslarkbot.relay")
 
 
 @dataclass(frozen=True)
@@ -112,6 +54,9 @@ class Hub(abc.ABC):
     a shared hub overrides them.
     """
 
+    #: Whether buffered events survive the death of this process (Redis: yes; in memory: no).
+    durable_buffers: bool = False
+
     async def start(self) -> None:  # noqa: B027 - optional hook; the in-memory hub has nothing to start
         """Connect to whatever backs the hub (called once when the app starts)."""
 
@@ -122,8 +67,8 @@ class Hub(abc.ABC):
         """Extra ``/status`` fields (e.g. the Redis link); empty for the in-memory hub."""
         return {}
 
-    async def deliver(self, channel: str, frame: str, *, request_id: str, timeout: float) -> Delivery:
-        """Fan ``frame`` (the envelope of request ``request_id``) out to every subscriber of ``channel``.
+    async def deliver(self, event: Event, *, timeout: float) -> Delivery:
+        """Fan ``event`` out: every broadcast subscriber of its channel, and one member of each group.
 
         Args:
             timeout: the longest this may wait for other nodes to report delivery.
@@ -131,20 +76,39 @@ class Hub(abc.ABC):
         Raises:
             LimitExceeded: the hub cannot deliver at all right now (503, e.g. Redis unreachable).
         """
-        delivered = await self.publish(channel, frame)
+        delivered = await self.publish(event)
         return Delivery(len(delivered), any(s.protocol >= 2 for s in delivered))
 
     @abc.abstractmethod
+    async def assign(self, channel: str, request_id: str, body: str, *, bufferable: bool) -> Event:
+        """Give an envelope its message id; on a buffered channel (and ``bufferable``), keep it.
+
+        Raises:
+            LimitExceeded: the channel's buffer is full of unacked events (503), or the backend is down.
+        """
+
+    def buffers_channel(self, channel: str) -> bool:
+        """Whether ``channel``'s events are buffered."""
+        return False
+
+    @abc.abstractmethod
+    async def mark_acked(self, channel: str, entry_id: str) -> None:
+        """A subscriber acked (or replied to) a buffered event: it is not replayed again without ``since``."""
+
+    @abc.abstractmethod
     async def subscribe(self, sub: Subscriber) -> None:
-        """Add ``sub`` to each of its channels. Raises :class:`LimitExceeded` (503) when a channel is full."""
+        """Add ``sub`` to each of its channels, then replay buffered events to it (``sub.since``).
+
+        Raises :class:`LimitExceeded` (503) when a channel is full.
+        """
 
     @abc.abstractmethod
     async def unsubscribe(self, sub: Subscriber) -> None:
-        """Remove ``sub`` from its channels (idempotent)."""
+        """Remove ``sub`` (idempotent); hand its unanswered group events to other members."""
 
     @abc.abstractmethod
-    async def publish(self, channel: str, frame: str) -> list[Subscriber]:
-        """Offer ``frame`` to every subscriber of ``channel``; returns those that accepted it."""
+    async def publish(self, event: Event) -> list[Subscriber]:
+        """Offer ``event`` to this process's subscribers (broadcast + one per group); those that accepted."""
 
     @abc.abstractmethod
     async def open_pending(self, request_id: str, channel: str) -> PendingEntry:
@@ -177,16 +141,69 @@ class Hub(abc.ABC):
         """Answer every waiting request with a ``shutdown`` outcome; returns how many."""
 
 
-class InMemoryHub(Hub):
-    """The single-process hub: dicts of sets, and a :class:`PendingTable`."""
+def buffer_full(exc: BufferFull) -> LimitExceeded:
+    """The 503 for a full buffer (Feishu retries later)."""
+    return LimitExceeded(503, "buffer_size", str(exc))
 
-    def __init__(self, *, max_subscribers_per_channel: int, max_pending_replies: int) -> None:
+
+class InMemoryHub(Hub):
+    """The single-process hub: dicts of sets, group rings, a :class:`PendingTable` and a :class:`BufferStore`.
+
+    Args:
+        buffers: which channels are buffered, and the bounds; default none.
+        clock: wall-clock seconds for message ids and buffer TTLs (injected in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_subscribers_per_channel: int,
+        max_pending_replies: int,
+        buffers: BufferPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.max_subscribers_per_channel = max_subscribers_per_channel
         self._channels: dict[str, dict[int, Subscriber]] = {}
+        self._groups: dict[tuple[str, str], GroupRing[Subscriber]] = {}
         self._subs: dict[int, Subscriber] = {}
         self._pending = PendingTable(max_pending_replies)
+        self.store = BufferStore(buffers or BufferPolicy(), clock=clock)
+        #: marks a buffered event acked when an original-protocol subscriber got it (they never ack);
+        #: a shared hub points it at the shared buffer.
+        self.ack_sink: Callable[[str, str], object] = self.store.mark_acked
+
+    # --- ids and buffers ----------------------------------------------------------------------------
+
+    async def assign(self, channel: str, request_id: str, body: str, *, bufferable: bool) -> Event:
+        if bufferable and self.store.buffered(channel):
+            try:
+                entry = self.store.append(channel, request_id, body)
+            except BufferFull as exc:
+                raise buffer_full(exc) from None
+            return Event(channel, request_id, entry.id_text, body, buffered=True)
+        return Event(channel, request_id, self.store.next_id(channel), body)
+
+    async def mark_acked(self, channel: str, entry_id: str) -> None:
+        self.store.mark_acked(channel, entry_id)
+
+    def buffers_channel(self, channel: str) -> bool:
+        return self.store.buffered(channel)
+
+    # --- subscribers --------------------------------------------------------------------------------
 
     async def subscribe(self, sub: Subscriber) -> None:
+        self.attach(sub)
+        for ch in sub.channels:
+            if self.store.buffered(ch):
+                for entry in self.replay_entries(sub, ch, self.store.replay(ch, sub.since.get(ch))):
+                    self.offer_replay(sub, entry)
+
+    def attach(self, sub: Subscriber) -> None:
+        """Register ``sub`` on its channels (and group rings), without replay.
+
+        Raises:
+            LimitExceeded: a channel already has ``max_subscribers_per_channel`` subscribers (503).
+        """
         for ch in sub.channels:
             if len(self._channels.get(ch, ())) >= self.max_subscribers_per_channel:
                 raise LimitExceeded(
@@ -196,28 +213,130 @@ class InMemoryHub(Hub):
                 )
         for ch in sub.channels:
             self._channels.setdefault(ch, {})[sub.id] = sub
+            if sub.group is not None:
+                self._groups.setdefault((ch, sub.group), GroupRing()).add(sub)
         self._subs[sub.id] = sub
 
-    async def unsubscribe(self, sub: Subscriber) -> None:
+    def replay_entries(self, sub: Subscriber, channel: str, entries: list[BufferEntry]) -> list[BufferEntry]:
+        """Which of ``entries`` ``sub`` gets on connect: a group member gets only unacked entries that no
+        other member of its group is handling (``since`` is then a lower bound); a broadcast subscriber
+        gets them all."""
+        if sub.group is None:
+            return entries
+        ring = self._groups.get((channel, sub.group))
+        others = [m for m in ring.members() if m is not sub] if ring else []
+        return [e for e in entries if not e.acked and not any(e.request_id in m.inflight for m in others)]
+
+    def offer_replay(self, sub: Subscriber, entry: BufferEntry) -> bool:
+        """Send a buffered entry to ``sub`` as a replay (``"replay": true``)."""
+        event = Event(entry.channel, entry.request_id, entry.id_text, entry.body, buffered=True)
+        return self._offer(sub, event, group=sub.group or "", replay=True)
+
+    def detach(self, sub: Subscriber) -> list[InFlight]:
+        """Remove ``sub``; returns its unanswered *group* events (for the caller to hand on)."""
         if self._subs.pop(sub.id, None) is None:
-            return
+            return []
         for ch in sub.channels:
             members = self._channels.get(ch)
             if members is not None:
                 members.pop(sub.id, None)
                 if not members:
                     del self._channels[ch]
+            if sub.group is not None:
+                ring = self._groups.get((ch, sub.group))
+                if ring is not None:
+                    ring.remove(sub)
+                    if not len(ring):
+                        del self._groups[(ch, sub.group)]
+        return [item for item in sub.inflight.drain() if item.group]
+
+    async def unsubscribe(self, sub: Subscriber) -> None:
+        for item in self.detach(sub):
+            if self.still_wanted(item):
+                self.redeliver(item)
+
+    def still_wanted(self, item: InFlight) -> bool:
+        """Whether an orphaned group event should go to another member: Feishu still waits for it, or it is
+        a buffered event nobody has acked."""
+        entry = self._pending.get(item.request_id)
+        if entry is not None and not entry.future.done():
+            return True
+        if item.buffered:
+            buf = self.store.buffer(item.channel)
+            kept = buf.get(item.entry_id) if buf is not None else None
+            return kept is not None and not kept.acked
+        return False
+
+    def redeliver(self, item: InFlight) -> bool:
+        """Offer an orphaned group event to another local member of its group; False if none took it."""
+        event = Event(item.channel, item.request_id, item.entry_id, item.body, buffered=item.buffered)
+        replay = item.replay or not self.is_pending(item.request_id)
+        return bool(self.offer_group(event, item.group, attempt=item.attempt + 1, replay=replay))
 
     def has_subscribers(self, channel: str) -> bool:
         """Whether ``channel`` has a subscriber in this process."""
         return channel in self._channels
 
-    async def publish(self, channel: str, frame: str) -> list[Subscriber]:
-        members = self._channels.get(channel)
+    def groups_of(self, channel: str) -> list[str]:
+        """The groups with members on ``channel`` in this process."""
+        return [g for (ch, g) in self._groups if ch == channel]
+
+    # --- fan-out ------------------------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> list[Subscriber]:
+        out = self.publish_broadcast(event)
+        for group in self.groups_of(event.channel):
+            out += self.offer_group(event, group)
+        return out
+
+    def publish_broadcast(self, event: Event) -> list[Subscriber]:
+        """Offer ``event`` to every subscriber of its channel without a group."""
+        members = self._channels.get(event.channel)
         if not members:
             return []
         # list(): an overload callback may unsubscribe while we iterate.
-        return [sub for sub in list(members.values()) if sub.offer(frame)]
+        return [sub for sub in list(members.values()) if sub.group is None and self._offer(sub, event)]
+
+    def offer_group(
+        self, event: Event, group: str, *, attempt: int = 0, replay: bool = False
+    ) -> list[Subscriber]:
+        """Offer ``event`` to one member of ``group`` (the next one if a member is overloaded)."""
+        ring = self._groups.get((event.channel, group))
+        tried: set[int] = set()
+        while ring is not None:
+            member = ring.pick(tried)
+            if member is None:
+                break
+            if self._offer(member, event, group=group, attempt=attempt, replay=replay):
+                return [member]
+            tried.add(member.id)
+        return []
+
+    def _offer(
+        self, sub: Subscriber, event: Event, *, group: str = "", attempt: int = 0, replay: bool = False
+    ) -> bool:
+        # Replays are never held back as duplicates of themselves (Subscriber.release): no key.
+        if not sub.offer(event.frame(replay=replay), None if replay else event.key, replay=replay):
+            return False
+        if sub.protocol >= 2 and (group or event.buffered):
+            sub.inflight.add(
+                InFlight(
+                    event.channel,
+                    group,
+                    event.request_id,
+                    event.body,
+                    event.entry_id,
+                    attempt=attempt,
+                    replay=replay,
+                    buffered=event.buffered,
+                )
+            )
+        elif event.buffered and sub.protocol < 2:
+            # Original-protocol subscribers never ack: handing them the event is as far as it goes.
+            self.ack_sink(event.channel, event.entry_id)
+        return True
+
+    # --- waiting requests ---------------------------------------------------------------------------
 
     async def open_pending(self, request_id: str, channel: str) -> PendingEntry:
         return self._pending.open(request_id, channel)
@@ -238,10 +357,17 @@ class InMemoryHub(Hub):
             "channels": len(self._channels),
             "subscribers": len(self._subs),
             "pending_replies": len(self._pending),
+            **(self.store.counts() if self.store.policy.patterns else {}),
         }
 
     def subscribers(self) -> list[Subscriber]:
         return list(self._subs.values())
 
     async def shutdown(self) -> int:
+        if self.store.policy.patterns:
+            unacked = self.store.counts()["buffered_unacked"]
+            if unacked:
+                log.warning(
+                    "relay stopping: %d buffered events nobody acked are lost (in-memory buffers)", unacked
+                )
         return self._pending.resolve_all(Outcome("shutdown"))

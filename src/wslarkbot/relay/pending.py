@@ -58,6 +58,9 @@ class PendingTable:
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._entries
 
+    def get(self, request_id: str) -> PendingEntry | None:
+        return self._entries.get(request_id)
+
     def open(self, request_id: str, channel: str) -> PendingEntry:
         """Open an entry.
 

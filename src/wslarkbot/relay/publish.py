@@ -23,6 +23,7 @@ from .state import STATE_KEY, RelayState, json_error, log
 __all__ = ["handle_reply_post", "handle_webhook", "read_body"]
 
 _SUCCESS = '{"msg":"success"}'
+_BUFFERED = '{"msg":"buffered"}'
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -61,6 +62,11 @@ def _reject(state: RelayState, request: web.Request, exc: LimitExceeded, **conte
     )
     headers = {"Retry-After": str(state.config.retry_after)} if exc.status == 503 else None
     return json_error(exc.status, exc.reason, headers=headers)
+
+
+def _buffered(state: RelayState) -> web.Response:
+    state.stats.buffered += 1
+    return web.Response(text=_BUFFERED, content_type="application/json")
 
 
 def _reply_response(outcome: Outcome) -> web.Response:
@@ -133,11 +139,14 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     delivered_n = 0
     outcome_name = "error"
     try:
-        frame = envelope.to_json()
         timeout = timeout_for(kind, state.config)
         deadline = loop.time() + timeout
         try:
-            delivery = await state.hub.deliver(channel, frame, request_id=request_id, timeout=timeout)
+            # Only events are buffered: a challenge or callback answer cannot reach Feishu later.
+            event = await state.hub.assign(
+                channel, request_id, envelope.to_json(), bufferable=kind is WaitKind.EVENT
+            )
+            delivery = await state.hub.deliver(event, timeout=timeout)
         except LimitExceeded as exc:
             status, outcome_name = exc.status, exc.limit
             return _reject(state, request, exc, channel=channel, request_id=request_id)
@@ -145,6 +154,9 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         state.stats.published += 1
         state.stats.delivered += delivered_n
         if not delivered_n:
+            if event.buffered:
+                status, outcome_name = 200, "buffered"
+                return _buffered(state)
             state.stats.undelivered += 1
             status, outcome_name = 503, "no-subscriber"
             return json_error(
@@ -161,10 +173,16 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
             remaining = max(0.0, deadline - loop.time())
             outcome = await asyncio.wait_for(asyncio.shield(entry.future), remaining)
         except asyncio.TimeoutError:
+            if event.buffered:  # kept: replayed to the next subscriber that connects (docs/delivery.md)
+                status, outcome_name = 200, "buffered-timeout"
+                return _buffered(state)
             state.stats.timeouts += 1
             status, outcome_name = 504, "timeout"
             return json_error(504, f"no reply from the bot within {timeout:g} s")
         if outcome.kind == "shutdown":
+            if event.buffered and state.hub.durable_buffers:  # the buffer outlives this node
+                status, outcome_name = 200, "buffered-shutdown"
+                return _buffered(state)
             status, outcome_name = 503, "shutdown"
             return json_error(
                 503, "relay is shutting down", headers={"Retry-After": str(state.config.retry_after)}
@@ -173,6 +191,8 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
             state.stats.acks += 1
         else:
             state.stats.replies += 1
+        if event.buffered:
+            await state.hub.mark_acked(channel, event.entry_id)
         status, outcome_name = 200, f"{outcome.kind}-{outcome.via}"
         return _reply_response(outcome)
     finally:

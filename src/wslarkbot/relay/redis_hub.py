@@ -24,31 +24,47 @@ Design (docs/deploy.md has the operator's view; names and messages are in :mod:`
 * **Redis down**: :class:`~.redis_link.RedisLink` is down; webhooks, subscriptions and answers get 503 at
   once (logged once per state change), nothing is queued; WebSockets stay open and receive again after
   the link reconnects and resubscribes.
-* **Later (buffers, resume, competing consumers):** the envelope could also be XADDed to a per-channel
-  Redis Stream (``wslarkbot:stream:<channel>``, MAXLEN-capped) and consumer groups would give
-  "one bot of the group gets each event" and replay after reconnect; the fan-out and answer paths above
-  would stay as they are.
+* **Buffers** (``--buffer``, docs/delivery.md): a buffered channel's events are XADDed (one Lua script,
+  :data:`~.redis_protocol.APPEND_SCRIPT`) to the Stream ``wslarkbot:buf:<channel>``; the Stream id is the
+  event's message id. Acks add the id to ``wslarkbot:buf:<channel>:acked``. A subscriber connecting to any
+  node is replayed the Stream (after ``since``, or the unacked entries) after Redis confirmed its live
+  subscription; live frames arriving meanwhile are held and de-duplicated by id
+  (:meth:`~.hub.Subscriber.hold`). The Stream outlives the node that accepted the event.
+* **Groups** (``?group=``): every node with members of the group receives the fan-out; the nodes race for
+  ``SET NX wslarkbot:grp:<ch>:<group>:<rid>:0`` and only the winner offers the event to one of its local
+  members (least loaded, round-robin). When that member's connection closes unanswered, its node offers
+  the event to another local member, else publishes a *hand-on* (the same fan-out message for that group
+  only, attempt n+1) for which the other nodes race again, while Feishu still waits or the buffered event
+  is unacked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Coroutine
+from typing import Any
 
 from ..exceptions import ProtocolError
-from .hub import Delivery, Hub, InMemoryHub, Subscriber
+from .buffer import BufferEntry, BufferFull, BufferPolicy, parse_id
+from .groups import InFlight
+from .hub import Delivery, Event, Hub, InMemoryHub, Subscriber, buffer_full
 from .limits import BackendUnavailable
 from .pending import Outcome, PendingEntry, Resolution
 from .redis_link import RedisLink
 from .redis_protocol import (
+    APPEND_SCRIPT,
     RESOLVE_SCRIPT,
     DeliveryReport,
     Tally,
+    acked_key,
     channel_of,
+    claim_key,
     decode_fanout,
     decode_node_message,
     encode_delivered,
@@ -56,9 +72,11 @@ from .redis_protocol import (
     fanout_channel,
     node_channel,
     pending_value,
+    replay_claim_key,
     request_key,
     resolution_of,
     resolve_args,
+    stream_key,
 )
 
 __all__ = ["RedisHub", "new_node_id"]
@@ -94,12 +112,16 @@ class RedisHub(Hub):
         node_id: str | None = None,
         timeout: float = 1.0,
         start_wait: float = 5.0,
+        buffers: BufferPolicy | None = None,
     ) -> None:
         self.node_id = node_id or new_node_id()
+        self.buffers = buffers or BufferPolicy()
         self.local = InMemoryHub(
             max_subscribers_per_channel=max_subscribers_per_channel,
             max_pending_replies=max_pending_replies,
         )
+        self.local.ack_sink = self._ack_soon
+        self._tasks: set[asyncio.Task[None]] = set()
         self.pending_ttl_ms = max(1, int(pending_ttl * 1000))
         self._node_channel = node_channel(self.node_id)
         self.link = RedisLink(
@@ -110,6 +132,7 @@ class RedisHub(Hub):
             client_name=f"wslarkbot-{self.node_id}",
         )
         self._resolve = self.link.client.register_script(RESOLVE_SCRIPT)
+        self._append = self.link.client.register_script(APPEND_SCRIPT)
         self._tallies: dict[str, Tally] = {}
         self._start_wait = start_wait
 
@@ -119,42 +142,185 @@ class RedisHub(Hub):
         await self.link.start(self._start_wait)
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.link.close()
+
+    durable_buffers = True
 
     def describe(self) -> dict[str, object]:
         return {"redis": {"node": self.node_id, "url": self.link.shown_url, "connected": self.link.connected}}
 
+    # --- ids and buffers ----------------------------------------------------------------------------
+
+    async def assign(self, channel: str, request_id: str, body: str, *, bufferable: bool) -> Event:
+        """Buffered channel: XADD to its Stream (the Stream id is the message id). Otherwise a node-local id.
+
+        Raises:
+            LimitExceeded: the buffer is full of unacked events (503), or Redis is unavailable (503).
+        """
+        if not (bufferable and self.buffers.buffered(channel)):
+            return Event(channel, request_id, self.local.store.next_id(channel), body)
+        args: list[str | int] = [int(self.buffers.ttl * 1000), self.buffers.size, request_id, body]
+        reply = await self.link.command(
+            lambda r: self._append(keys=[stream_key(channel), acked_key(channel)], args=args)
+        )
+        if _text(reply[0]) != "ok":
+            raise buffer_full(
+                BufferFull(f"buffer of channel {channel} holds {self.buffers.size} unacked events")
+            )
+        return Event(channel, request_id, _text(reply[1]), body, buffered=True)
+
+    def buffers_channel(self, channel: str) -> bool:
+        return self.buffers.buffered(channel)
+
+    async def mark_acked(self, channel: str, entry_id: str) -> None:
+        """ZADD the id to the channel's acked set (best effort: with Redis down it may be replayed again)."""
+        try:
+            ms = parse_id(entry_id)[0]
+        except ValueError:
+            return
+        ttl_ms = int(self.buffers.ttl * 1000)
+
+        async def add(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            pipe.zadd(acked_key(channel), {entry_id: ms})
+            pipe.pexpire(acked_key(channel), ttl_ms)
+            return await pipe.execute()
+
+        with contextlib.suppress(BackendUnavailable):
+            await self.link.command(add)
+
+    def _ack_soon(self, channel: str, entry_id: str) -> None:
+        self._spawn(self.mark_acked(channel, entry_id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_buffer(self, channel: str, since: str | None) -> list[BufferEntry]:
+        """The kept entries of ``channel`` (after ``since``), acked or not."""
+        start = f"({since}" if since is not None else "-"
+
+        async def read(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            pipe.xrange(stream_key(channel), start, "+")
+            pipe.zrange(acked_key(channel), 0, -1)
+            return await pipe.execute()
+
+        rows, acked_ids = await self.link.command(read)
+        acked = {_text(a) for a in acked_ids}
+        horizon_ms = (time.time() - self.buffers.ttl) * 1000
+        out: list[BufferEntry] = []
+        for raw_id, fields in rows:
+            entry_id = _text(raw_id)
+            if parse_id(entry_id)[0] < horizon_ms:
+                continue
+            rid, body = _text(fields[b"rid"]), _text(fields[b"body"])
+            out.append(BufferEntry(parse_id(entry_id), channel, rid, "", body, 0.0, entry_id in acked))
+        return out
+
     # --- subscribers --------------------------------------------------------------------------------
 
     async def subscribe(self, sub: Subscriber) -> None:
-        """Register locally, then make sure this node receives the channels (Redis confirmed).
+        """Register locally, make sure this node receives the channels (Redis confirmed), then replay.
 
         Raises:
             LimitExceeded: a channel is full on this node (503), or Redis is unavailable (503).
         """
         if not self.link.connected:
             raise BackendUnavailable()
-        await self.local.subscribe(sub)
+        buffered = [ch for ch in sub.channels if self.buffers.buffered(ch)]
+        if buffered:
+            sub.hold()  # live frames that race the replay are held, then de-duplicated by id
+        replayed: dict[str, str] = {}
         try:
+            self.local.attach(sub)
             await self.link.listen(fanout_channel(ch) for ch in sub.channels)
+            for ch in buffered:
+                since = sub.since.get(ch)
+                entries = await self._read_buffer(ch, since)
+                if entries:  # live frames held meanwhile up to here are covered (replayed or acked)
+                    replayed[ch] = entries[-1].id_text
+                if since is None:
+                    entries = [e for e in entries if not e.acked]
+                for entry in await self._replay_filter(sub, ch, entries):
+                    self.local.offer_replay(sub, entry)
         except BackendUnavailable:
+            sub.release(replayed)
             await self.unsubscribe(sub)
             raise
+        sub.release(replayed)
+
+    async def _replay_filter(
+        self, sub: Subscriber, channel: str, entries: list[BufferEntry]
+    ) -> list[BufferEntry]:
+        """Broadcast subscribers get every entry; a group member the unacked ones no other member (on any
+        node) is replaying: it must win ``SET NX`` on the entry's replay claim."""
+        entries = self.local.replay_entries(sub, channel, entries)
+        if sub.group is None or not entries:
+            return entries
+        group = sub.group
+
+        async def claim(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            for e in entries:
+                pipe.set(
+                    replay_claim_key(channel, group, e.id_text), self.node_id, nx=True, px=self.pending_ttl_ms
+                )
+            return await pipe.execute()
+
+        won = await self.link.command(claim)
+        return [e for e, ok in zip(entries, won, strict=True) if ok]
 
     async def unsubscribe(self, sub: Subscriber) -> None:
-        await self.local.unsubscribe(sub)
+        orphans = self.local.detach(sub)
         idle = [ch for ch in sub.channels if not self.local.has_subscribers(ch)]
         self.link.unlisten(fanout_channel(ch) for ch in idle)
+        for item in orphans:
+            with contextlib.suppress(BackendUnavailable):
+                await self._hand_on(item)
 
-    async def publish(self, channel: str, frame: str) -> list[Subscriber]:
-        """Offer ``frame`` to *this node's* subscribers of ``channel`` (:meth:`deliver` fans out to all)."""
-        return await self.local.publish(channel, frame)
+    async def _hand_on(self, item: InFlight) -> None:
+        """An orphaned group event: to another local member, else to the other nodes (they race again)."""
+        waiting = await self._still_waiting(item.request_id)
+        if not waiting and not (item.buffered and await self._unacked(item.channel, item.entry_id)):
+            return
+        replay = item.replay or not waiting
+        event = Event(item.channel, item.request_id, item.entry_id, item.body, buffered=item.buffered)
+        if self.local.offer_group(event, item.group, attempt=item.attempt + 1, replay=replay):
+            return
+        if item.buffered:  # let the next member that connects, on any node, replay it
+            self.link.forget(replay_claim_key(item.channel, item.group, item.entry_id))
+        data = encode_fanout(self.node_id, event, group=item.group, attempt=item.attempt + 1, replay=replay)
+        await self.link.command(lambda r: r.publish(fanout_channel(item.channel), data))
 
-    async def deliver(self, channel: str, frame: str, *, request_id: str, timeout: float) -> Delivery:
+    async def _still_waiting(self, request_id: str) -> bool:
+        value = await self.link.command(lambda r: r.get(request_key(request_id)))
+        return value is not None and not _text(value).endswith(" answered")
+
+    async def _unacked(self, channel: str, entry_id: str) -> bool:
+        async def check(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            pipe.xrange(stream_key(channel), entry_id, entry_id)
+            pipe.zscore(acked_key(channel), entry_id)
+            return await pipe.execute()
+
+        rows, score = await self.link.command(check)
+        return bool(rows) and score is None
+
+    async def publish(self, event: Event) -> list[Subscriber]:
+        """Offer ``event`` to *this node's* subscribers (:meth:`deliver` fans out to all nodes)."""
+        return await self.local.publish(event)
+
+    async def deliver(self, event: Event, *, timeout: float) -> Delivery:
+        request_id = event.request_id
         tally = self._tallies[request_id] = Tally()
         try:
             nodes = await self.link.command(
-                lambda r: r.publish(fanout_channel(channel), encode_fanout(self.node_id, request_id, frame))
+                lambda r: r.publish(fanout_channel(event.channel), encode_fanout(self.node_id, event))
             )
             tally.expect(int(nodes))
             if nodes:
@@ -242,16 +408,39 @@ class RedisHub(Hub):
         if channel is None:
             return
         try:
-            origin, request_id, frame = decode_fanout(data)
+            fan = decode_fanout(channel, data)
         except ProtocolError:
             log.warning("ignored a malformed fan-out message on %s", redis_channel)
             return
-        delivered = await self.local.publish(channel, frame)
-        report = DeliveryReport(request_id, len(delivered), any(s.protocol >= 2 for s in delivered))
-        if origin == self.node_id:
+        event = fan.event
+        if fan.group is None:
+            delivered = self.local.publish_broadcast(event)
+            groups = self.local.groups_of(channel)
+        else:  # a hand-on: only that group
+            delivered = []
+            groups = [fan.group] if fan.group in self.local.groups_of(channel) else []
+        for group in groups:
+            if await self._claim(claim_key(channel, group, event.request_id, fan.attempt)):
+                if event.buffered:  # a member connecting elsewhere must not replay it meanwhile
+                    await self._claim(replay_claim_key(channel, group, event.entry_id), force=True)
+                delivered += self.local.offer_group(event, group, attempt=fan.attempt, replay=fan.replay)
+        report = DeliveryReport(event.request_id, len(delivered), any(s.protocol >= 2 for s in delivered))
+        if fan.origin == self.node_id:
             self._on_report(report)
         else:
-            self.link.post(node_channel(origin), encode_delivered(*_fields(report)))
+            self.link.post(node_channel(fan.origin), encode_delivered(*_fields(report)))
+
+    async def _claim(self, key: str, *, force: bool = False) -> bool:
+        """Win ``key`` (SET NX; plain SET with ``force``) for this node; False if another node did or Redis
+        is unavailable."""
+        try:
+            return bool(
+                await self.link.command(
+                    lambda r: r.set(key, self.node_id, nx=not force, px=self.pending_ttl_ms)
+                )
+            )
+        except BackendUnavailable:
+            return False
 
     async def _on_node_message(self, data: bytes) -> None:
         try:
@@ -274,6 +463,10 @@ class RedisHub(Hub):
         tally = self._tallies.get(report.request_id)
         if tally is not None:
             tally.add(report)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _fields(report: DeliveryReport) -> tuple[str, int, bool]:

@@ -10,11 +10,19 @@ Names (``<node>`` is a node id, ``<channel>`` a relay channel, ``<rid>`` a reque
     wslarkbot:node:<node>:replies      pub/sub: everything addressed to one node (delivery reports, answers)
     wslarkbot:req:<rid>                string "<node> <channel>[ answered]", PX = longest wait + margin:
                                        which node holds the waiting webhook, and whether it was answered
+    wslarkbot:buf:<channel>            stream: a buffered channel's events (fields rid, body); trimmed by
+                                       age (MINID) and size (oldest acked first), PEXPIRE = buffer ttl
+    wslarkbot:buf:<channel>:acked      sorted set: ids of that stream's acked events (score = id's ms)
+    wslarkbot:grp:<ch>:<group>:<rid>:<n>   string <node>, PX: the node that won attempt n of handing
+                                       request <rid> to one member of <group> (SET NX)
+    wslarkbot:grp:<ch>:<group>:e:<id>  string <node>, PX: a member of <group> is replaying buffered event <id>
 
 Messages:
 
-* fan-out (on ``wslarkbot:ch:<channel>``): ``<origin node>\\n<rid>\\n<envelope frame>`` — the frame is the
-  exact text subscribers get, so a node decodes it once and shares it among its subscribers;
+* fan-out (on ``wslarkbot:ch:<channel>``): ``<origin node>\\n<rid>\\n<id>\\n<flags>\\n<envelope>``: the
+  envelope is encoded once (without ``id``/``channel``, stamped per frame); ``flags`` is ``b`` (buffered) or
+  ``-``, then optionally `` g=<group> a=<attempt>`` (a hand-on to one group only, not to broadcast
+  subscribers) and `` r`` (send as a replay). All nodes of a deployment must run the same version;
 * to a node, JSON: ``{"t": "delivered", "id": rid, "n": 2, "p2": true}`` (a node's local fan-out result),
   ``{"t": "answer", "id": rid, "kind": "reply"|"ack", "body": "<json text>"|null, "via": "ws"|"http"}``.
 """
@@ -27,10 +35,17 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..exceptions import ProtocolError
+from .hub import Event
 from .pending import Outcome, Resolution
 
 __all__ = [
+    "APPEND_SCRIPT",
+    "FanOut",
     "KEY_PREFIX",
+    "acked_key",
+    "claim_key",
+    "replay_claim_key",
+    "stream_key",
     "RESOLVE_SCRIPT",
     "DeliveryReport",
     "Tally",
@@ -77,21 +92,87 @@ def pending_value(node_id: str, channel: str) -> str:
     return f"{node_id} {channel}"
 
 
-def encode_fanout(origin: str, request_id: str, frame: str) -> bytes:
-    return f"{origin}\n{request_id}\n{frame}".encode()
+def stream_key(channel: str) -> str:
+    """The Redis Stream holding buffered channel ``channel``'s events."""
+    return f"{KEY_PREFIX}buf:{channel}"
 
 
-def decode_fanout(data: bytes) -> tuple[str, str, str]:
-    """``(origin node, request id, frame)``.
+def acked_key(channel: str) -> str:
+    """The sorted set of acked ids of :func:`stream_key`."""
+    return f"{KEY_PREFIX}buf:{channel}:acked"
+
+
+def claim_key(channel: str, group: str, request_id: str, attempt: int) -> str:
+    """Won (SET NX) by the node that hands attempt ``attempt`` of ``request_id`` to a member of ``group``."""
+    return f"{KEY_PREFIX}grp:{channel}:{group}:{request_id}:{attempt}"
+
+
+def replay_claim_key(channel: str, group: str, entry_id: str) -> str:
+    """Won by the node whose member of ``group`` replays buffered event ``entry_id``."""
+    return f"{KEY_PREFIX}grp:{channel}:{group}:e:{entry_id}"
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """A fan-out message: the event, and for a hand-on the one group it is for."""
+
+    origin: str
+    event: Event
+    group: str | None = None
+    attempt: int = 0
+    replay: bool = False
+
+
+def encode_fanout(
+    origin: str, event: Event, *, group: str | None = None, attempt: int = 0, replay: bool = False
+) -> bytes:
+    flags = "b" if event.buffered else "-"
+    if group is not None:
+        flags += f" g={group} a={attempt}"
+    if replay:
+        flags += " r"
+    return f"{origin}\n{event.request_id}\n{event.entry_id}\n{flags}\n{event.body}".encode()
+
+
+def decode_fanout(channel: str, data: bytes) -> FanOut:
+    """The :class:`FanOut` carried on ``channel``'s fan-out Redis channel.
 
     Raises:
         ProtocolError: not a fan-out message.
     """
     try:
-        origin, request_id, frame = data.decode("utf-8").split("\n", 2)
-    except (UnicodeDecodeError, ValueError):
+        origin, request_id, entry_id, flags, body = data.decode("utf-8").split("\n", 4)
+        words = flags.split()
+        opts = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        event = Event(channel, request_id, entry_id, body, buffered=words[0] == "b")
+        return FanOut(origin, event, opts.get("g"), int(opts.get("a", "0")), "r" in words[1:])
+    except (UnicodeDecodeError, ValueError, IndexError):
         raise ProtocolError("malformed fan-out message") from None
-    return origin, request_id, frame
+
+
+#: Buffer one event. KEYS[1] = stream, KEYS[2] = acked set; ARGV = ttl ms, size, rid, body.
+#: Drops entries older than the ttl, then the oldest entries while the stream is full *if they were acked*;
+#: returns {'full'} when the oldest kept entry is unacked, else {'ok', <new id>}.
+APPEND_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local minid = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl
+if minid > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', minid)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. minid)
+end
+local size = tonumber(ARGV[2])
+while redis.call('XLEN', KEYS[1]) >= size do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if not redis.call('ZSCORE', KEYS[2], first[1]) then return {'full'} end
+  redis.call('XDEL', KEYS[1], first[1])
+  redis.call('ZREM', KEYS[2], first[1])
+end
+local id = redis.call('XADD', KEYS[1], '*', 'rid', ARGV[3], 'body', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {'ok', id}
+"""
 
 
 def encode_delivered(request_id: str, subscribers: int, protocol2: bool) -> bytes:

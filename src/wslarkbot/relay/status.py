@@ -18,6 +18,7 @@ class RelayStats:
         published: webhook requests published to a channel (whether or not anyone received them).
         delivered: envelope frames handed to subscribers (one per subscriber per request).
         undelivered: published requests nobody received (answered 503).
+        buffered: events answered 200 ``{"msg":"buffered"}``: kept in a channel buffer, not acked in time.
         replies: answers used as the HTTP response (WebSocket ``reply`` or ``POST /sub/<id>``).
         acks: protocol-2 ``ack`` messages that answered a request.
         timeouts: waiting requests answered 504.
@@ -28,6 +29,7 @@ class RelayStats:
     published: int = 0
     delivered: int = 0
     undelivered: int = 0
+    buffered: int = 0
     replies: int = 0
     acks: int = 0
     timeouts: int = 0

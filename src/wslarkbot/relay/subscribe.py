@@ -3,7 +3,8 @@
 Per connection: one reader (this handler) and one writer task draining the subscriber's buffer, so
 publishing never waits on a slow socket. Checks, in order: channel syntax and count (400), WebSocket
 upgrade (426), credentials (401/403), subscribers per channel (503). Then, with ``?proto=2``, the hello
-frame; then envelopes. Text ``PING`` -> ``PONG``. Protocol-2 ``reply``/``ack`` frames answer waiting
+frame; then the replay of buffered channels (``?since=``, docs/delivery.md), then envelopes; ``?group=``
+joins a subscriber group. Text ``PING`` -> ``PONG``. Protocol-2 ``reply``/``ack`` frames answer waiting
 requests of the connection's own channels; refused ones get an ``error`` frame.
 """
 
@@ -21,6 +22,8 @@ from .. import __version__
 from ..exceptions import ProtocolError
 from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
 from .auth import REALM
+from .buffer import parse_since
+from .groups import GROUP_RE
 from .hub import Subscriber
 from .limits import BackendUnavailable, LimitExceeded, parse_channel_list
 from .pending import Outcome, Resolution
@@ -94,6 +97,22 @@ def _kick_slow(
     return on_overload
 
 
+def _delivery_options(request: web.Request, channels: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+    """``?group=<name>`` and ``?since=<channel>:<id>[,...]`` (docs/delivery.md).
+
+    Raises:
+        LimitExceeded: 400 for a malformed group name or ``since``.
+    """
+    group = request.query.get("group") or None
+    if group is not None and not GROUP_RE.match(group):
+        raise LimitExceeded(400, "group", f"invalid group name {group[:70]!r}")
+    try:
+        since = parse_since(request.query.get("since", ""), channels)
+    except ValueError as exc:
+        raise LimitExceeded(400, "since", str(exc)) from None
+    return group, since
+
+
 def _set_nodelay(request: web.Request) -> None:
     """aiohttp already sets TCP_NODELAY on accepted sockets; make sure for the long-lived ones."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
@@ -112,6 +131,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
         channels = parse_channel_list(
             request.match_info["target"], max_channels=cfg.max_channels_per_subscription
         )
+        group, since = _delivery_options(request, channels)
     except LimitExceeded as exc:
         return _refuse(state, request, exc)
     ws = web.WebSocketResponse(
@@ -138,9 +158,18 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
 
     proto = PROTOCOL_VERSION if request.query.get("proto", "") == str(PROTOCOL_VERSION) else 1
     peer = f"{request.remote}" + (f" user={user}" if user else "")
-    sub = Subscriber(channels, protocol=proto, peer=peer, max_buffer_bytes=cfg.max_subscriber_buffer_bytes)
+    sub = Subscriber(
+        channels,
+        protocol=proto,
+        peer=peer,
+        max_buffer_bytes=cfg.max_subscriber_buffer_bytes,
+        group=group,
+        since=since,
+    )
     if proto >= 2:
-        sub.offer(encode_message(Hello(protocol=PROTOCOL_VERSION, server=SERVER_NAME, channels=channels)))
+        extra = {"group": group} if group else {}
+        hello = Hello(protocol=PROTOCOL_VERSION, server=SERVER_NAME, channels=channels, extra=extra)
+        sub.offer(encode_message(hello))
     try:
         await state.hub.subscribe(sub)
     except LimitExceeded as exc:
@@ -155,7 +184,14 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
         state.connections[sub] = ws
         state.stats.subscribes += 1
         state.observer.subscriber_connected(sub)
-        log.info("subscribe peer=%s channels=%s proto=%d", peer, ",".join(channels), proto)
+        log.info(
+            "subscribe peer=%s channels=%s proto=%d%s%s",
+            peer,
+            ",".join(channels),
+            proto,
+            f" group={group}" if group else "",
+            f" since={request.query['since'][:200]}" if since else "",
+        )
         await _read_loop(state, ws, sub)
     finally:
         sub.close()
@@ -213,6 +249,16 @@ async def _on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes
     else:
         body = msg.body if msg.body is not None else {}
         outcome = Outcome("reply", json.dumps(body, ensure_ascii=False, separators=(",", ":")), via="ws")
+    # A group delivery or buffered event this connection got: answered now, so not handed on if the
+    # connection closes, and (buffered) not replayed again.
+    item = sub.inflight.pop(msg.request_id)
+    ref = (item.channel, item.entry_id) if item is not None and item.buffered else None
+    theirs = msg.ref
+    if ref is None and theirs is not None and theirs.channel in sub.channel_set:
+        # The envelope came on an earlier connection; the client says which message it answers.
+        ref = (theirs.channel, theirs.id) if state.hub.buffers_channel(theirs.channel) else None
+    if ref is not None:
+        await state.hub.mark_acked(*ref)
     try:
         result = await state.hub.resolve(msg.request_id, outcome, channels=sub.channel_set)
     except LimitExceeded as exc:  # the shared hub's backend is unreachable; the request may time out
@@ -221,6 +267,9 @@ async def _on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes
         return
     if result is Resolution.OK:
         state.observer.subscriber_answered(sub, msg.request_id, outcome.kind)
+    elif ref is not None and result is not Resolution.FORBIDDEN:
+        # A replayed event (Feishu was answered long ago) or a late ack of a buffered one: accepted.
+        log.debug("%s from %s for buffered %s:%s accepted", outcome.kind, sub.peer, *ref)
     else:
         state.stats.rejected += 1
         log.warning(

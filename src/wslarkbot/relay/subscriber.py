@@ -1,0 +1,192 @@
+"""A WebSocket subscriber as the hubs see it, and the event they move. No I/O.
+
+:class:`Subscriber` is one connection's outgoing queue (bounded: :attr:`Subscriber.max_buffer_bytes`), its
+group, its ``since`` cursor and its unanswered group/buffered events; :class:`Event` is one webhook event
+with its message id, stamped into each frame (:func:`~.buffer.stamp_frame`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .buffer import parse_id, stamp_frame
+from .groups import InFlightTable
+
+__all__ = ["Event", "Subscriber"]
+
+_ids = itertools.count(1)
+
+
+class Subscriber:
+    """One WebSocket connection subscribed to one or more channels.
+
+    The hub calls :meth:`offer`; the connection's writer task awaits :meth:`next_frame`.
+
+    Args:
+        group: the ``?group=`` name: this connection competes with the group's other members for each
+            event (docs/delivery.md); None: it gets every event (broadcast).
+        since: ``{channel: id}`` from ``?since=``: replay a buffered channel's events after that id.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        *,
+        protocol: int,
+        peer: str,
+        max_buffer_bytes: int,
+        on_overload: Callable[[Subscriber], None] | None = None,
+        group: str | None = None,
+        since: Mapping[str, str] | None = None,
+    ) -> None:
+        self.id = next(_ids)
+        self.channels = channels
+        self.channel_set = frozenset(channels)
+        self.protocol = protocol
+        self.peer = peer
+        self.max_buffer_bytes = max_buffer_bytes
+        self.on_overload = on_overload
+        self.group = group
+        self.since: dict[str, str] = dict(since or {})
+        self.overloaded = False
+        self.closed = False
+        self.buffered_bytes = 0
+        #: group deliveries and buffered events sent to this connection and not answered yet.
+        self.inflight = InFlightTable()
+        self._frames: collections.deque[str] = collections.deque()
+        self._held: list[tuple[tuple[str, str] | None, str, bool]] | None = None
+        #: replayed frames (and live ones behind them) waiting for room in ``_frames``: (frame, live)
+        self._backlog: collections.deque[tuple[str, bool]] = collections.deque()
+        self._backlog_live_bytes = 0
+        self._wakeup = asyncio.Event()
+
+    def __repr__(self) -> str:
+        group = f" group={self.group}" if self.group else ""
+        return f"<Subscriber #{self.id} {self.peer} {','.join(self.channels)} proto={self.protocol}{group}>"
+
+    @property
+    def load(self) -> int:
+        """Unanswered group deliveries and buffered events (the group ring picks the least loaded)."""
+        return len(self.inflight)
+
+    def offer(self, frame: str, key: tuple[str, str] | None = None, *, replay: bool = False) -> bool:
+        """Queue ``frame``. Returns False (and marks the subscriber overloaded) if it does not fit.
+
+        Args:
+            key: ``(channel, id)`` of a live buffered event: while :meth:`hold` is in effect, such frames
+                are held back and dropped at :meth:`release` if the replay already sent them.
+            replay: a replayed buffered event. Replays are paced instead of refused: they wait in a backlog
+                (their text is shared with the buffer) and move to the outgoing buffer as it drains; live
+                frames queue behind them and count against ``max_buffer_bytes`` as usual.
+        """
+        if self.closed or self.overloaded:
+            return False
+        if self._held is not None:
+            self._held.append((key, frame, replay))
+            return True
+        if not replay and not self._fits(len(frame)):
+            self.overloaded = True
+            if self.on_overload is not None:
+                self.on_overload(self)
+            return False
+        if replay or self._backlog:
+            if not replay:
+                self._backlog_live_bytes += len(frame)
+            self._backlog.append((frame, not replay))
+            self._refill()
+            return True
+        self._frames.append(frame)
+        self.buffered_bytes += len(frame)
+        self._wakeup.set()
+        return True
+
+    def _fits(self, size: int) -> bool:
+        """Whether a live frame fits: on its own ``max_buffer_bytes`` behind a replay backlog (so at most
+        twice that is queued per connection while it replays), else in the outgoing buffer."""
+        if self._backlog:
+            return self._backlog_live_bytes + size <= self.max_buffer_bytes or not self._backlog_live_bytes
+        return self.buffered_bytes + size <= self.max_buffer_bytes or not self._frames
+
+    def _refill(self) -> None:
+        """Move backlog frames to the outgoing buffer while they fit (at least one if it is empty)."""
+        moved = False
+        while self._backlog:
+            frame, live = self._backlog[0]
+            if self._frames and self.buffered_bytes + len(frame) > self.max_buffer_bytes:
+                break
+            self._backlog.popleft()
+            if live:
+                self._backlog_live_bytes -= len(frame)
+            self._frames.append(frame)
+            self.buffered_bytes += len(frame)
+            moved = True
+        if moved:
+            self._wakeup.set()
+
+    def hold(self) -> None:
+        """Hold live frames back while a replay is fetched (a shared hub fetches it asynchronously)."""
+        self._held = []
+
+    def release(self, replayed_up_to: Mapping[str, str]) -> None:
+        """Queue the held frames, except buffered ones the replay already covered (``{channel: last id}``)."""
+        held, self._held = self._held or [], None
+        for key, frame, replay in held:
+            last = replayed_up_to.get(key[0]) if key is not None else None
+            if key is not None and last is not None and parse_id(key[1]) <= parse_id(last):
+                continue
+            self.offer(frame, key, replay=replay)
+
+    async def next_frame(self) -> str | None:
+        """The next queued frame, or None once :meth:`close` was called and the buffer is empty."""
+        while not self._frames:
+            if self.closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        frame = self._frames.popleft()
+        self.buffered_bytes -= len(frame)
+        self._refill()
+        return frame
+
+    def close(self) -> None:
+        """Stop accepting frames; :meth:`next_frame` returns None after the buffer drains."""
+        self.closed = True
+        self._wakeup.set()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One webhook event as the hub moves it: the encoded envelope and its message id.
+
+    Attributes:
+        body: the encoded envelope without ``id``/``channel`` (stamped per frame, :func:`stamp_frame`).
+        entry_id: the message id (``<ms>-<seq>``).
+        buffered: kept in the channel's buffer (replayed to later subscribers until acked).
+    """
+
+    channel: str
+    request_id: str
+    entry_id: str
+    body: str
+    buffered: bool = False
+
+    def frame(self, *, replay: bool = False) -> str:
+        """The frame subscribers get; built once per event and shared by every subscriber."""
+        return self._replay_frame if replay else self._live_frame
+
+    @functools.cached_property
+    def _live_frame(self) -> str:
+        return stamp_frame(self.body, entry_id=self.entry_id, channel=self.channel)
+
+    @functools.cached_property
+    def _replay_frame(self) -> str:
+        return stamp_frame(self.body, entry_id=self.entry_id, channel=self.channel, replay=True)
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        return (self.channel, self.entry_id) if self.buffered else None
