@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from fake_clock import Clock
 from wslarkbot.bot import Bot
 from wslarkbot.chat import chat_key
 from wslarkbot.events import FeishuEvent, MessageEvent
@@ -267,14 +268,6 @@ def test_ordering_accepts_only_chat_none_or_a_function(sim_app: SimApp) -> None:
 
 
 # -- stale messages ------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_messages_older_than_drop_older_than_are_skipped_and_logged_without_content(

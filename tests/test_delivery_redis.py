@@ -8,32 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pathlib
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from delivery_helpers import ack, assert_nothing_more, event
+from redis_server import REDIS_MARKS, Node, redis_server_fixture  # noqa: F401  (registers `redis_server`)
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.runner import RunningRelay
-from wslarkbot.relay.testing import SIGNED, RedisServer, ServeProcess, recv_json, recv_text, test_config
+from wslarkbot.relay.testing import SIGNED, RedisServer, ServeProcess, recv_json, test_config
 
-pytestmark = [
-    pytest.mark.skipif(not RedisServer.available(), reason="redis-server is not installed"),
-    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
-    pytest.mark.timeout(90),
-]
-
-
-class Node(Protocol):
-    @property
-    def url(self) -> str: ...
-
-    def ws_url(self, channels: str, proto: int | None = 2) -> str: ...
+pytestmark = [*REDIS_MARKS, pytest.mark.timeout(90)]
 
 
 @dataclass
@@ -44,24 +33,17 @@ class Cluster:
     http: httpx.AsyncClient
 
 
-def event(n: int) -> dict[str, Any]:
-    header = {"event_type": "im.message.receive_v1", "event_id": f"ev-{n}"}
-    return {"schema": "2.0", "header": header, "event": {"n": n}}
-
-
 @pytest.fixture
-async def cluster(tmp_path: pathlib.Path) -> AsyncIterator[Cluster]:
-    redis = await RedisServer(tmp_path).start()
+async def cluster(redis_server: RedisServer) -> AsyncIterator[Cluster]:
     c = await ServeProcess.start(
-        "--port", "0", "--redis", redis.url, "--buffer", "cli_*", "--ack-timeout", "2"
+        "--port", "0", "--redis", redis_server.url, "--buffer", "cli_*", "--ack-timeout", "2"
     )
-    config = test_config(redis_url=redis.url, buffer="cli_*", ack_timeout=2.0)
+    config = test_config(redis_url=redis_server.url, buffer="cli_*", ack_timeout=2.0)
     try:
         async with run_relay(config) as a, run_relay(config) as b, httpx.AsyncClient(timeout=10) as http:
             yield Cluster(a, b, c, http)
     finally:
         await c.stop()
-        await redis.stop()
 
 
 def post(cluster: Cluster, node: Node, channel: str, n: int) -> Any:
@@ -72,15 +54,6 @@ async def subscribe(node: Node, channels: str, **query: str) -> ClientConnection
     ws = await connect(node.ws_url(channels) + "".join(f"&{k}={v}" for k, v in query.items()))
     assert (await recv_json(ws))["type"] == "hello"
     return ws
-
-
-async def ack(ws: ClientConnection, env: dict[str, Any]) -> None:
-    await ws.send(json.dumps({"type": "ack", "request_id": env["headers"]["x-request-id"]}))
-
-
-async def assert_nothing_more(ws: ClientConnection) -> None:
-    await ws.send("PING")
-    assert await recv_text(ws) == "PONG"
 
 
 async def first_of(*sockets: ClientConnection) -> tuple[ClientConnection, dict[str, Any]]:

@@ -15,16 +15,12 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from delivery_helpers import ack, assert_nothing_more, event
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.runner import RunningRelay, start_relay
-from wslarkbot.relay.testing import SIGNED, recv_json, recv_text, test_config
+from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def event(n: int) -> dict[str, Any]:
-    header = {"event_type": "im.message.receive_v1", "event_id": f"ev-{n}"}
-    return {"schema": "2.0", "header": header, "event": {"n": n}}
 
 
 @pytest.fixture
@@ -53,16 +49,6 @@ async def subscribe(relay: RunningRelay, channels: str, **query: str) -> ClientC
     if "group" in query:
         assert hello["group"] == query["group"]
     return ws
-
-
-async def ack(ws: ClientConnection, env: dict[str, Any]) -> None:
-    await ws.send(json.dumps({"type": "ack", "request_id": env["headers"]["x-request-id"]}))
-
-
-async def assert_nothing_more(ws: ClientConnection) -> None:
-    """No frame is queued before the answer to a PING sent now (no envelope, no error frame)."""
-    await ws.send("PING")
-    assert await recv_text(ws) == "PONG"
 
 
 async def test_buffered_event_with_nobody_connected_is_200_buffered_then_replayed_on_connect(

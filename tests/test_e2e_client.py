@@ -10,25 +10,30 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 
-from wslarkbot.bot import Bot
-from wslarkbot.client import AsyncClient, backoff
+from e2e_helpers import (  # noqa: F401  (the *_fixture imports register `openapi`, `sims`, `close_bots`)
+    FAST_RETRY,
+    WAIT,
+    close_bots_fixture,
+    make_bot,
+    make_sim,
+    openapi_fixture,
+    server_of,
+    sims_fixture,
+)
+from wslarkbot.client import AsyncClient
 from wslarkbot.events import CardAction, MessageEvent
 from wslarkbot.relay.runner import RunningRelay, run_relay
 from wslarkbot.relay.testing import test_config as relay_test_config
 from wslarkbot.sim.app import SimApp
 from wslarkbot.sim.feishu import FeishuSimulator
 from wslarkbot.sim.openapi_server import FakeOpenAPI
-
-WAIT = 5.0
-FAST_RETRY = {"reconnect_delays": lambda: backoff(0.05, 0.5)}
-
 
 # -- fixtures -----------------------------------------------------------------------------------------
 
@@ -39,51 +44,6 @@ async def relay() -> AsyncIterator[RunningRelay]:
         relay_test_config(challenge_timeout=0.9, callback_timeout=2.0, ack_timeout=2.0)
     ) as r:
         yield r
-
-
-@pytest.fixture
-def openapi() -> Iterator[FakeOpenAPI]:
-    with FakeOpenAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[list[FeishuSimulator]]:
-    made: list[FeishuSimulator] = []
-    yield made
-    for sim in made:
-        await sim.aclose()
-
-
-def make_sim(sims: list[FeishuSimulator], app: SimApp, url: str) -> FeishuSimulator:
-    # Retries scaled to ~nothing: a test that expects a refusal must not wait for Feishu's 6 h retry.
-    sim = FeishuSimulator(app, event_url=url, time_scale=1e-5)
-    sims.append(sim)
-    return sim
-
-
-_made_bots: list[Bot] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_bots() -> AsyncIterator[None]:
-    """Bots hold OpenAPI HTTP clients: close them after each test."""
-    yield
-    while _made_bots:
-        await _made_bots.pop().aclose()
-
-
-def make_bot(app: SimApp, openapi: FakeOpenAPI | None = None) -> Bot:
-    host = openapi.url if openapi is not None else "https://open.feishu.cn"
-    if openapi is not None:
-        openapi.add_app(app.app_id, app.app_secret)
-    bot = Bot(app.app_id, app.app_secret, app.verification_token, app.encrypt_key, host=host)
-    _made_bots.append(bot)
-    return bot
-
-
-def server_of(relay: RunningRelay) -> str:
-    return f"127.0.0.1:{relay.port}"
 
 
 async def ready(client: AsyncClient, hellos: int = 1) -> None:

@@ -23,12 +23,22 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2e_helpers import (  # noqa: F401  (the *_fixture imports register `openapi`, `sims`, `close_bots`)
+    FAST_RETRY,
+    WAIT,
+    close_bots_fixture,
+    make_bot,
+    make_sim,
+    openapi_fixture,
+    server_of,
+    sims_fixture,
+)
 from nchan_server import (  # noqa: F401  (nchan_relay_fixture registers the `nchan_relay` fixture)
     NchanRelay,
     missing_requirements,
@@ -36,15 +46,11 @@ from nchan_server import (  # noqa: F401  (nchan_relay_fixture registers the `nc
     running_nchan,
 )
 from wslarkbot.bot import Bot
-from wslarkbot.client import AsyncClient, Client, backoff
+from wslarkbot.client import AsyncClient, Client
 from wslarkbot.events import CardAction, MessageEvent
 from wslarkbot.sim.app import SimApp
 from wslarkbot.sim.feishu import FeishuSimulator, SyncFeishuSimulator
 from wslarkbot.sim.openapi_server import FakeOpenAPI
-
-WAIT = 5.0
-FAST_RETRY: dict[str, Any] = {"reconnect_delays": lambda: backoff(0.05, 0.5)}
-
 
 # -- helpers ------------------------------------------------------------------------------------------
 
@@ -69,51 +75,6 @@ class Inbox:
 
     async def await_for(self, count: int) -> list[tuple[str, str | None]]:
         return await asyncio.to_thread(self.wait_for, count)
-
-
-@pytest.fixture
-def openapi() -> Iterator[FakeOpenAPI]:
-    with FakeOpenAPI() as api:
-        yield api
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[list[FeishuSimulator]]:
-    made: list[FeishuSimulator] = []
-    yield made
-    for sim in made:
-        await sim.aclose()
-
-
-def make_sim(sims: list[FeishuSimulator], app: SimApp, url: str) -> FeishuSimulator:
-    # Retries scaled to ~nothing: a refused event must not wait for Feishu's real retry schedule.
-    sim = FeishuSimulator(app, event_url=url, time_scale=1e-5)
-    sims.append(sim)
-    return sim
-
-
-_made_bots: list[Bot] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_bots() -> AsyncIterator[None]:
-    """Bots hold OpenAPI HTTP clients: close them after each test."""
-    yield
-    while _made_bots:
-        await _made_bots.pop().aclose()
-
-
-def make_bot(app: SimApp, openapi: FakeOpenAPI | None = None) -> Bot:
-    host = openapi.url if openapi is not None else "https://open.feishu.cn"
-    if openapi is not None:
-        openapi.add_app(app.app_id, app.app_secret)
-    bot = Bot(app.app_id, app.app_secret, app.verification_token, app.encrypt_key, host=host)
-    _made_bots.append(bot)
-    return bot
-
-
-def server_of(relay: NchanRelay) -> str:
-    return f"127.0.0.1:{relay.port}"
 
 
 async def subscribed(client: AsyncClient, relay: NchanRelay, *, connections: int = 1) -> None:

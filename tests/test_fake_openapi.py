@@ -9,25 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+from fake_clock import Clock, clock_fixture  # noqa: F401  (registers `clock`)
 from wslarkbot.sim.openapi_server import FakeOpenAPI
 
 APP_ID, SECRET = "cli_fake", "secret"
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 MESSAGES = "/open-apis/im/v1/messages"
 CARD = json.dumps({"elements": [{"tag": "hr"}]})
-
-
-class Clock:
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

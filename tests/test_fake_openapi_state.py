@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fake_clock import Clock
 from wslarkbot.sim.openapi_state import TOKEN_PATH, Answer, FakeRequest, OpenAPIState
 
 APP_ID, SECRET = "cli_state", "secret"
-
-
-class Clock:
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def call(state: OpenAPIState, method: str, path: str, body: Any = None, token: str | None = None,

@@ -7,24 +7,11 @@ exactly once (the SQLite dedup store skips what the killed process finished, if 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
+from fault_fixtures import posix_only, world_fixture  # noqa: F401  (registers `world`)
 from fault_harness import Tally, World, assert_exactly_once, burst, results_of, wait_until
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and processes")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        await w.close()
+pytestmark = posix_only
 
 
 async def test_bot_killed_mid_stream_buffered_events_are_replayed_to_the_restarted_bot_exactly_once(

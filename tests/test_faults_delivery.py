@@ -15,15 +15,13 @@ import asyncio
 import json
 import re
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 
+from fault_fixtures import posix_only, world_fixture  # noqa: F401  (registers `world`)
 from fault_harness import (
     Tally,
     World,
@@ -38,16 +36,7 @@ from fault_harness import (
 from wslarkbot.sim import payloads
 from wslarkbot.sim.feishu import FEISHU_RETRY_INTERVALS
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and processes")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        await w.close()
+pytestmark = posix_only
 
 
 # -- 1. relay killed mid-stream ------------------------------------------------------------------------

@@ -7,27 +7,14 @@ them), and the shared store stops a re-run of what the dead one already finished
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
+from fault_fixtures import posix_only, world_fixture  # noqa: F401  (registers `world`)
 from fault_harness import Tally, World, assert_exactly_once, burst, results_of, wait_until
 from wslarkbot.sim import payloads
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and processes")
+pytestmark = posix_only
 
 GROUP = "workers"
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        await w.close()
 
 
 async def test_group_member_killed_mid_stream_every_event_handled_exactly_once_overall(world: World) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fake_clock import Clock, clock_fixture  # noqa: F401  (registers `clock`)
 from wslarkbot.exceptions import ConfigurationError, FeishuAPIError, RateLimitedError
 from wslarkbot.openapi import AsyncOpenAPIClient, OpenAPIClient
 from wslarkbot.openapi.core import HTTPResponse, content_to_string, interpret
@@ -20,21 +21,6 @@ from wslarkbot.sim.openapi_server import FakeOpenAPI
 APP_ID, SECRET = "cli_test_app", "s3cret"
 TOKEN = "tenant_access_token"
 MESSAGES = "/open-apis/im/v1/messages"
-
-
-class Clock:
-    """A settable epoch clock shared by the client and the fake."""
-
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

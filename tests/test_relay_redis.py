@@ -12,38 +12,27 @@ import asyncio
 import contextlib
 import json
 import pathlib
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from redis_server import REDIS_MARKS, Node, redis_server_fixture  # noqa: F401  (registers `redis_server`)
 from wslarkbot.relay import RelayConfig, create_app, run_relay
 from wslarkbot.relay.redis_hub import RedisHub
 from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.state import STATE_KEY
 from wslarkbot.relay.testing import SIGNED, RedisServer, ServeProcess, recv_json, test_config
 
-pytestmark = [
-    pytest.mark.skipif(not RedisServer.available(), reason="redis-server is not installed"),
-    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
-    pytest.mark.timeout(90),
-]
+pytestmark = [*REDIS_MARKS, pytest.mark.timeout(90)]
 
 CHALLENGE = {"challenge": "c-123", "token": "vt", "type": "url_verification"}
 EVENT = {"schema": "2.0", "header": {"event_type": "im.message.receive_v1", "event_id": "e1"}, "event": {}}
-
-
-class Node(Protocol):
-    @property
-    def url(self) -> str: ...
-
-    def ws_url(self, channels: str, proto: int | None = 2) -> str: ...
 
 
 @dataclass
@@ -65,13 +54,6 @@ def hub_of(relay: RunningRelay) -> RedisHub:
     hub = relay.app[STATE_KEY].hub
     assert isinstance(hub, RedisHub)
     return hub
-
-
-@pytest.fixture
-async def redis_server(tmp_path: pathlib.Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

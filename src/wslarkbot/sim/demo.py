@@ -35,6 +35,7 @@ from ..cards import (
 )
 from ..client import AsyncClient
 from ..events import CardAction, MessageEvent
+from ..exceptions import WslarkbotError
 from ..relay import RelayConfig, RelayThread
 from .app import SimApp, new_id
 from .feishu import FeishuSimulator
@@ -47,7 +48,7 @@ TEXT = "hello from the demo"
 CLICK = {"action": "demo-click"}
 
 
-class HopFailed(Exception):
+class HopFailed(WslarkbotError):
     """A hop happened wrongly, or not at all; ``str(exc)`` is the line to print."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..exceptions import WslarkbotError
+
 __all__ = ["MessageStore", "OpenAPIFailure", "StoredMessage", "new_id"]
 
 CARD_TOKEN_LIFETIME = 1800
@@ -34,7 +36,7 @@ CODE_TOO_OLD = 230031
 CODE_CARD_TOKEN = 230001  # chosen by the fake: the card/update token is unknown, expired or used up
 
 
-class OpenAPIFailure(Exception):
+class OpenAPIFailure(WslarkbotError):
     """An error answer: ``{"code", "msg"}`` with HTTP ``status`` (400 for business errors) and ``headers``."""
 
     def __init__(self, code: int, msg: str, status: int = 400, headers: dict[str, str] | None = None) -> None:

@@ -22,13 +22,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._background import BackgroundLoop
+from ..exceptions import WslarkbotError
 from .openapi_messages import StoredMessage
 from .openapi_state import FakeRequest, OpenAPIState, RecordedCall
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["FakeOpenAPI", "RecordedCall", "StoredMessage"]
+__all__ = ["FakeOpenAPI", "NotStartedError", "RecordedCall", "StoredMessage"]
+
+
+class NotStartedError(WslarkbotError, RuntimeError):
+    """The fake is not serving yet (``start()`` or ``with FakeOpenAPI() as api``), so it has no URL."""
 
 
 class FakeOpenAPI(OpenAPIState):
@@ -59,7 +64,7 @@ class FakeOpenAPI(OpenAPIState):
     def url(self) -> str:
         """``http://127.0.0.1:PORT``: pass it as the client's ``host``."""
         if not self.port:
-            raise RuntimeError("FakeOpenAPI is not started")
+            raise NotStartedError("FakeOpenAPI is not started")
         return f"http://{self._host}:{self.port}"
 
     def start(self) -> FakeOpenAPI:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..exceptions import WslarkbotError
 from .openapi_messages import CODE_VALIDATION, MessageStore, OpenAPIFailure, StoredMessage
 
 __all__ = ["TOKEN_PATH", "Answer", "FakeRequest", "OpenAPIState", "RecordedCall", "StoredMessage"]
@@ -102,7 +103,7 @@ class _Token:
 @dataclass
 class _App:
     app_id: str
-    secret: str
+    secret: str = field(repr=False)  # a fake, but never shown either
     tenant_key: str
     current: _Token | None = None
     issued: int = 0
@@ -125,8 +126,8 @@ class _Injection:
         return self.path_contains in path
 
 
-class _NotFound(Exception):
-    pass
+class _NotFound(WslarkbotError):
+    """No route for the request (answered 404)."""
 
 
 def _parse_json(raw: bytes) -> tuple[Any, bool]:

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...exceptions import WslarkbotError
 from ..limits import BackendUnavailable
 from .config import GatewayApp, GatewayConfig
 from .hub import DeliveryTimeout, Hub, NoClientConnected
@@ -52,7 +53,7 @@ LEASE = 10.0
 MAX_INFLIGHT = 100
 
 
-class ReplayFull(Exception):
+class ReplayFull(WslarkbotError):
     """The app's replay buffer holds ``replay_size`` events (the webhook answers 503)."""
 
 

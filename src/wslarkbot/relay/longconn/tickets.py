@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...exceptions import WslarkbotError
+
 __all__ = ["Ticket", "TicketBook", "TicketError", "TicketExpired", "key_from_secret"]
 
 
-class TicketError(Exception):
+class TicketError(WslarkbotError):
     """The ticket is forged, malformed or was already used (the handshake answers 403: fatal for the SDK)."""
 
 
