@@ -11,7 +11,7 @@ import wslarkbot
 from wslarkbot.exceptions import WslarkbotError
 
 #: Known exceptions to the rule, each to be fixed in its module (then removed from here).
-KNOWN = {"wslarkbot.relay.buffer.BufferFull"}
+KNOWN: set[str] = set()
 
 
 def _exception_classes() -> dict[str, type[BaseException]]:

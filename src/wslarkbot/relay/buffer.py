@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ..exceptions import WslarkbotError
+
 __all__ = [
     "BufferEntry",
     "BufferFull",
@@ -94,7 +96,7 @@ class IdClock:
         return self.last
 
 
-class BufferFull(Exception):
+class BufferFull(WslarkbotError):
     """Every kept entry is unacked and the buffer holds ``size`` of them: refuse (503)."""
 
 
