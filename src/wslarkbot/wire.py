@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _json
 from .exceptions import ProtocolError
 
 __all__ = [
@@ -101,7 +102,8 @@ def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # Compact, non-ASCII as is; orjson when installed, same text as json.dumps (wslarkbot/_json.py).
+    return _json.dumps(obj)
 
 
 @dataclass
@@ -131,7 +133,7 @@ class Envelope:
         """
         try:
             text = raw_body.decode("utf-8")
-            body = json.loads(text)
+            body = _json.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError("request body is not UTF-8 JSON") from exc
         hdrs = filter_headers(headers)
@@ -290,7 +292,7 @@ def encode_message(msg: Hello | Reply | Ack | ServerError | Envelope) -> str:
 
 def _loads_object(text: str | bytes) -> dict[str, Any]:
     try:
-        data = json.loads(text)
+        data = _json.loads(text)
     except ValueError as exc:
         raise ProtocolError("frame is not JSON") from exc
     if not isinstance(data, dict):
