@@ -28,7 +28,8 @@ _DESCRIPTION = """\
 Run the relay: Feishu POSTs webhooks to http://HOST:PORT/hook/<app_id> (or /org_<name>/<app_id>);
 bots subscribe with a WebSocket to ws://HOST:PORT/sub/<channel>[,<channel>...][?proto=2].
 Each option can also be set with the environment variable shown; a flag wins over the variable.
-Logs `wslarkbot relay listening on http://HOST:PORT` once the port is bound."""
+Logs `wslarkbot relay listening on http://HOST:PORT` once the port is bound.
+Uses uvloop when it is installed (the relay extra); WSLARKBOT_EVENT_LOOP=asyncio keeps the standard loop."""
 
 
 def register(subparsers: Any) -> None:
