@@ -1,4 +1,5 @@
 # Two commands a newcomer needs: `make run` (the relay, embedded default) and `make test`.
+# Each bootstraps .venv: `run` installs only what the relay needs, `test` adds the development tools.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,29 +8,36 @@ PORT ?= 8888
 
 .PHONY: venv run test lint bench clean
 
-$(BIN)/wslarkbot: pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+# Stamp files: reinstall when pyproject.toml changes.
+$(VENV)/.relay-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[relay]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-venv: $(BIN)/wslarkbot
+venv: $(VENV)/.dev-installed
 
 ## Run the relay on $(HOST):$(PORT), in memory, no other service needed.
-run: venv
+run: $(VENV)/.relay-installed
 	$(BIN)/wslarkbot serve --host $(HOST) --port $(PORT)
 
 ## Run the whole test suite (installs into .venv on first use).
-test: venv
+test: $(VENV)/.dev-installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## ruff and mypy, as CI runs them.
-lint: venv
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
-## Benchmarks: our relay against nginx+nchan, one run (see docs/performance.md).
-bench: venv
+## Benchmarks: our relay against nginx+nchan, one run (see docs/performance.md; needs wrk).
+bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
