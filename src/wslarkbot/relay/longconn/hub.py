@@ -15,7 +15,6 @@ Delivery contract (:meth:`Hub.deliver`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -28,6 +27,7 @@ from typing import Any
 from ...exceptions import ProtocolError, WslarkbotError
 from .config import GatewayConfig
 from .frame import METHOD_CONTROL, METHOD_DATA, Frame, decode_frame, encode_frame, event_frames, pong_frame
+from .race import first_success
 
 __all__ = ["Connection", "ConnectionLost", "DeliveryTimeout", "Hub", "NoClientConnected"]
 
@@ -275,29 +275,9 @@ class Hub:
             finally:
                 conn.forget(message_id)
 
-        tasks = {asyncio.ensure_future(one(c)) for c in conns}
-        last: dict[str, Any] | None = None
-        try:
-            while tasks:
-                done, tasks = await asyncio.wait(
-                    tasks, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    break
-                for task in done:
-                    if task.cancelled() or task.exception() is not None:
-                        continue
-                    last = task.result()
-                    if last.get("code") == 200:
-                        return last
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, WslarkbotError):
-                    await task
-        if last is not None:
-            return last
+        race = await first_success((one(c) for c in conns), deadline=deadline)
+        if race.answer is not None:
+            return race.answer
         if not self.connections(app_id) and loop.time() < deadline:
             raise NoClientConnected(f"every long connection of {app_id} closed")
         raise DeliveryTimeout(f"no answer from {app_id} in time")

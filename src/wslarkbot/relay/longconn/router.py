@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import random
 import uuid
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..limits import BackendUnavailable
 from .hub import DeliveryTimeout, Hub, NoClientConnected
+from .race import first_success
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -111,34 +111,13 @@ class Router:
         self, app_id: str, payload: bytes, nodes: list[str], deadline: float, trace_id: str | None
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        tasks = {
-            asyncio.ensure_future(self._to_node(n, app_id, payload, deadline - loop.time(), trace_id))
-            for n in nodes
-        }
-        last: dict[str, Any] | None = None
-        timed_out = False
-        try:
-            while tasks:
-                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    exc = task.exception()
-                    if isinstance(exc, DeliveryTimeout):
-                        timed_out = True
-                    elif exc is not None and not isinstance(exc, NoClientConnected):
-                        raise exc
-                    elif exc is None:
-                        last = task.result()
-                        if last.get("code") == 200:
-                            return last
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-        if last is not None:
-            return last
-        if timed_out:
+        race = await first_success(
+            (self._to_node(n, app_id, payload, deadline - loop.time(), trace_id) for n in nodes),
+            fatal=lambda exc: not isinstance(exc, (DeliveryTimeout, NoClientConnected)),
+        )
+        if race.answer is not None:
+            return race.answer
+        if any(isinstance(exc, DeliveryTimeout) for exc in race.errors):
             raise DeliveryTimeout(f"no answer from {app_id} in time")
         raise NoClientConnected(f"no open long connection for {app_id} on any node")
 
