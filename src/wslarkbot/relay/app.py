@@ -25,7 +25,7 @@ from .config import RelayConfig
 from .hub import Hub, InMemoryHub
 from .longconn.server import GATEWAY_KEY
 from .publish import handle_reply_post, handle_webhook
-from .state import STATE_KEY, RelayState, log
+from .state import STATE_KEY, Closable, RelayState, log
 from .subscribe import handle_subscribe
 
 __all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
@@ -60,7 +60,7 @@ async def _on_shutdown(app: web.Application) -> None:
         "relay shutting down: %d waiting requests answered 503, closing %d websockets", answered, len(conns)
     )
 
-    async def close(ws: web.WebSocketResponse) -> None:
+    async def close(ws: Closable) -> None:
         try:
             await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down"), 2.0)
         except (asyncio.TimeoutError, ConnectionError):

@@ -1,4 +1,9 @@
-"""HTTP side of the relay: Feishu's webhook POSTs and original clients' ``POST /sub/<request_id>`` replies.
+"""Feishu's webhook POSTs and original clients' ``POST /sub/<request_id>`` replies.
+
+The logic returns an :class:`~.answer.Answer` and is shared by both servers: the aiohttp routes below
+(:func:`handle_webhook`, :func:`handle_reply_post`) and the fast path (:mod:`.fastpath`), which parse the
+request their own way and call :func:`webhook_channel` + :func:`publish_webhook`, or
+:func:`check_reply_target` + :func:`resolve_reply`.
 
 One log line per webhook: request id, channel, kind, delivered count, status, latency. No bodies.
 """
@@ -9,21 +14,33 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from ..exceptions import ProtocolError
 from ..wire import CHANNEL_RE, HOOK_ORG_ID, REQUEST_ID_RE, Envelope, is_org_channel
+from .answer import SUCCESS, Answer, Origin, error_answer, to_response
 from .limits import BackendUnavailable, LimitExceeded
 from .longconn.server import GATEWAY_KEY
 from .pending import Outcome, Resolution
 from .policy import WaitKind, classify, timeout_for
-from .state import STATE_KEY, RelayState, json_error, log
+from .state import STATE_KEY, RelayState, log
 
-__all__ = ["handle_reply_post", "handle_webhook", "read_body"]
+__all__ = [
+    "check_reply_target",
+    "handle_reply_post",
+    "handle_webhook",
+    "publish_webhook",
+    "read_body",
+    "reject",
+    "resolve_reply",
+    "too_big",
+    "webhook_channel",
+]
 
-_SUCCESS = '{"msg":"success"}'
-_BUFFERED = '{"msg":"buffered"}'
+_BUFFERED = Answer(200, b'{"msg":"buffered"}')
+_REPLY_OK = Answer(200, b'{"ok": true}')
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -33,7 +50,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         LimitExceeded: 413 when the body (declared or actual) is larger.
     """
     if request.content_length is not None and request.content_length > limit:
-        raise _too_big(limit)
+        raise too_big(limit)
     data = bytearray()
     while True:
         chunk = await request.content.readany()
@@ -41,76 +58,102 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             return bytes(data)
         data += chunk
         if len(data) > limit:
-            raise _too_big(limit)
+            raise too_big(limit)
 
 
-def _too_big(limit: int) -> LimitExceeded:
+def too_big(limit: int) -> LimitExceeded:
+    """The 413 for a body over ``limit`` bytes."""
     # Built only when needed: an exception object per webhook showed up in the profile.
     return LimitExceeded(413, "max_body_bytes", f"request body larger than {limit} bytes")
 
 
-def _reject(state: RelayState, request: web.Request, exc: LimitExceeded, **context: object) -> web.Response:
+def reject(state: RelayState, origin: Origin, exc: LimitExceeded, **context: object) -> Answer:
+    """Count, log (one line an operator can act on) and answer a refused request."""
     state.stats.rejected += 1
     extra = " ".join(f"{k}={v}" for k, v in context.items())
     # An unreachable backend is logged once per state change by the hub, not once per request.
     log.log(
         logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING,
         "rejected %s %s from %s: %d %s (%s) %s",
-        request.method,
-        request.path[:100],
-        request.remote,
+        origin.method,
+        origin.path[:100],
+        origin.remote,
         exc.status,
         exc.reason,
         exc.limit,
         extra,
     )
     headers = {"Retry-After": str(state.config.retry_after)} if exc.status == 503 else None
-    return json_error(exc.status, exc.reason, headers=headers)
+    return error_answer(exc.status, exc.reason, headers)
 
 
-def _buffered(state: RelayState) -> web.Response:
+def _origin(request: web.Request) -> Origin:
+    return Origin(request.method, request.path, request.remote)
+
+
+def _buffered(state: RelayState) -> Answer:
     state.stats.buffered += 1
-    return web.Response(text=_BUFFERED, content_type="application/json")
+    return _BUFFERED
 
 
-def _reply_response(outcome: Outcome) -> web.Response:
+def _reply_answer(outcome: Outcome) -> Answer:
     if outcome.kind == "reply":
-        return web.Response(text=outcome.body or "{}", content_type="application/json")
-    return web.Response(text=_SUCCESS, content_type="application/json")
+        return Answer(200, (outcome.body or "{}").encode("utf-8"))
+    return SUCCESS
+
+
+def webhook_channel(state: RelayState, origin: Origin, org: str, app_id: str) -> str | Answer:
+    """The channel ``POST /<org>/<app_id>`` publishes to, or the refusal (404, 400, 503 when closing)."""
+    if org != HOOK_ORG_ID and not is_org_channel(org):
+        return reject(
+            state,
+            origin,
+            LimitExceeded(404, "route", "not found: POST /hook/<app_id> or /org_<name>/<app_id>"),
+        )
+    for name in (org, app_id):
+        if not CHANNEL_RE.match(name):
+            return reject(
+                state, origin, LimitExceeded(400, "channel_syntax", f"invalid channel name {name[:70]!r}")
+            )
+    if state.closing:
+        return reject(state, origin, LimitExceeded(503, "shutdown", "relay is shutting down"))
+    return app_id if org == HOOK_ORG_ID else org
 
 
 async def handle_webhook(request: web.Request) -> web.StreamResponse:
     """``POST /hook/<app_id>`` and ``POST /org_<name>/<app_id>``: publish, then maybe wait for the bot."""
     state = request.app[STATE_KEY]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    origin = _origin(request)
     org = request.match_info["org"]
     app_id = request.match_info["app_id"]
-    if org != HOOK_ORG_ID and not is_org_channel(org):
-        return _reject(
-            state,
-            request,
-            LimitExceeded(404, "route", "not found: POST /hook/<app_id> or /org_<name>/<app_id>"),
-        )
-    for name in (org, app_id):
-        if not CHANNEL_RE.match(name):
-            return _reject(
-                state, request, LimitExceeded(400, "channel_syntax", f"invalid channel name {name[:70]!r}")
-            )
-    if state.closing:
-        return _reject(state, request, LimitExceeded(503, "shutdown", "relay is shutting down"))
-    channel = app_id if org == HOOK_ORG_ID else org
+    channel = webhook_channel(state, origin, org, app_id)
+    if isinstance(channel, Answer):
+        return to_response(channel)
     try:
         raw = await read_body(request, state.config.max_body_bytes)
     except LimitExceeded as exc:
-        return _reject(state, request, exc, channel=channel)
+        return to_response(reject(state, origin, exc, channel=channel))
     # Apps listed in --gateway-config are served over Feishu's long-connection protocol instead
     # (docs/long-connection.md); the body limit above applies to them too.
     gateway = request.app.get(GATEWAY_KEY)
     if org == HOOK_ORG_ID and gateway is not None and gateway.serves(app_id):
         return await gateway.webhook_response(app_id, request.headers, raw)
+    return to_response(await publish_webhook(state, origin, channel, org, app_id, request.headers, raw))
 
-    request_id = request.headers.get("X-Request-Id", "")
+
+async def publish_webhook(
+    state: RelayState,
+    origin: Origin,
+    channel: str,
+    org: str,
+    app_id: str,
+    headers: Mapping[str, str],
+    raw: bytes,
+) -> Answer:
+    """Publish one webhook to ``channel`` (from :func:`webhook_channel`) and wait for what it needs."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    request_id = headers.get("X-Request-Id", "")
     if not REQUEST_ID_RE.match(request_id):
         request_id = uuid.uuid4().hex
     elif state.hub.is_pending(request_id):
@@ -118,12 +161,10 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         log.warning("webhook request id %s is already pending; using %s", request_id, fresh)
         request_id = fresh
     try:
-        envelope = Envelope.from_request(
-            request.headers, raw, app_id=app_id, org_id=org, request_id=request_id
-        )
+        envelope = Envelope.from_request(headers, raw, app_id=app_id, org_id=org, request_id=request_id)
     except ProtocolError:
-        return _reject(
-            state, request, LimitExceeded(400, "json", "request body is not UTF-8 JSON"), channel=channel
+        return reject(
+            state, origin, LimitExceeded(400, "json", "request body is not UTF-8 JSON"), channel=channel
         )
     kind = classify(envelope.headers, envelope.body)
 
@@ -135,9 +176,9 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         except KeyError:
             request_id = envelope.headers["x-request-id"] = uuid.uuid4().hex
         except LimitExceeded as exc:
-            return _reject(state, request, exc, channel=channel, request_id=request_id)
+            return reject(state, origin, exc, channel=channel, request_id=request_id)
     else:  # pragma: no cover - three uuid4 collisions
-        return json_error(500, "could not allocate a request id")
+        return error_answer(500, "could not allocate a request id")
 
     status = 500
     delivered_n = 0
@@ -153,7 +194,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
             delivery = await state.hub.deliver(event, timeout=timeout)
         except LimitExceeded as exc:
             status, outcome_name = exc.status, exc.limit
-            return _reject(state, request, exc, channel=channel, request_id=request_id)
+            return reject(state, origin, exc, channel=channel, request_id=request_id)
         delivered_n = delivery.subscribers
         state.stats.published += 1
         state.stats.delivered += delivered_n
@@ -163,14 +204,14 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
                 return _buffered(state)
             state.stats.undelivered += 1
             status, outcome_name = 503, "no-subscriber"
-            return json_error(
+            return error_answer(
                 503,
                 f"no subscriber connected for channel {channel}",
-                headers={"Retry-After": str(state.config.retry_after)},
+                {"Retry-After": str(state.config.retry_after)},
             )
         if kind is WaitKind.EVENT and not delivery.protocol2:
             status, outcome_name = 200, "delivered"
-            return web.Response(text=_SUCCESS, content_type="application/json")
+            return SUCCESS
         try:
             # The deadline counts from publishing: a shared hub may have spent some of it collecting
             # delivery reports from other nodes.
@@ -182,15 +223,13 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
                 return _buffered(state)
             state.stats.timeouts += 1
             status, outcome_name = 504, "timeout"
-            return json_error(504, f"no reply from the bot within {timeout:g} s")
+            return error_answer(504, f"no reply from the bot within {timeout:g} s")
         if outcome.kind == "shutdown":
             if event.buffered and state.hub.durable_buffers:  # the buffer outlives this node
                 status, outcome_name = 200, "buffered-shutdown"
                 return _buffered(state)
             status, outcome_name = 503, "shutdown"
-            return json_error(
-                503, "relay is shutting down", headers={"Retry-After": str(state.config.retry_after)}
-            )
+            return error_answer(503, "relay is shutting down", {"Retry-After": str(state.config.retry_after)})
         if outcome.kind == "ack":
             state.stats.acks += 1
         else:
@@ -198,7 +237,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         if event.buffered:
             await state.hub.mark_acked(channel, event.entry_id)
         status, outcome_name = 200, f"{outcome.kind}-{outcome.via}"
-        return _reply_response(outcome)
+        return _reply_answer(outcome)
     finally:
         await state.hub.cancel_pending(request_id)
         latency = loop.time() - started
@@ -228,23 +267,37 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
 async def handle_reply_post(request: web.Request) -> web.StreamResponse:
     """``POST /sub/<request_id>`` with a JSON body: the original client's reply; the body is the response."""
     state = request.app[STATE_KEY]
+    origin = _origin(request)
     request_id = request.match_info["target"]
-    if not REQUEST_ID_RE.match(request_id):
-        return _reject(state, request, LimitExceeded(400, "request_id", "invalid request id"))
+    refused = check_reply_target(state, origin, request_id)
+    if refused is not None:
+        return to_response(refused)
     try:
         raw = await read_body(request, state.config.max_body_bytes)
     except LimitExceeded as exc:
-        return _reject(state, request, exc, request_id=request_id)
+        return to_response(reject(state, origin, exc, request_id=request_id))
+    return to_response(await resolve_reply(state, origin, request_id, raw))
+
+
+def check_reply_target(state: RelayState, origin: Origin, request_id: str) -> Answer | None:
+    """None if ``request_id`` is a well-formed request id, else the 400."""
+    if not REQUEST_ID_RE.match(request_id):
+        return reject(state, origin, LimitExceeded(400, "request_id", "invalid request id"))
+    return None
+
+
+async def resolve_reply(state: RelayState, origin: Origin, request_id: str, raw: bytes) -> Answer:
+    """Answer the waiting webhook ``request_id`` with the JSON ``raw``; 404 unknown, 409 already answered."""
     try:
         text = raw.decode("utf-8")
         json.loads(text)
     except (UnicodeDecodeError, ValueError):
-        return _reject(state, request, LimitExceeded(400, "json", "reply body is not UTF-8 JSON"))
+        return reject(state, origin, LimitExceeded(400, "json", "reply body is not UTF-8 JSON"))
     try:
         result = await state.hub.resolve(request_id, Outcome("reply", text, via="http"))
     except LimitExceeded as exc:
-        return _reject(state, request, exc, request_id=request_id)
+        return reject(state, origin, exc, request_id=request_id)
     if result is Resolution.OK:
-        return web.json_response({"ok": True})
+        return _REPLY_OK
     status = 404 if result is Resolution.UNKNOWN else 409
-    return _reject(state, request, LimitExceeded(status, "reply", f"{result.value}: {request_id}"))
+    return reject(state, origin, LimitExceeded(status, "reply", f"{result.value}: {request_id}"))

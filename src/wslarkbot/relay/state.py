@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -15,12 +15,18 @@ from .hub import Hub, Subscriber
 from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
 
-__all__ = ["STATE_KEY", "RelayState", "json_error", "log"]
+__all__ = ["STATE_KEY", "Closable", "RelayState", "json_error", "log"]
 
 log = logging.getLogger("wslarkbot.relay")
 
 if TYPE_CHECKING:
     import asyncio
+
+
+class Closable(Protocol):
+    """A subscriber's connection as shutdown sees it (aiohttp's WebSocketResponse or the fast path's)."""
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
 
 
 @dataclass
@@ -30,7 +36,7 @@ class RelayState:
     access: AccessPolicy
     stats: RelayStats = field(default_factory=RelayStats)
     #: open WebSockets of this process, to close them with 1001 on shutdown.
-    connections: dict[Subscriber, web.WebSocketResponse] = field(default_factory=dict)
+    connections: dict[Subscriber, Closable] = field(default_factory=dict)
     #: tasks the relay owns beyond request handlers (kicking slow subscribers).
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closing: bool = False

@@ -14,36 +14,47 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import __version__
 from ..exceptions import ProtocolError
 from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
+from .answer import Answer, Origin, error_answer, to_response
 from .auth import REALM
 from .buffer import parse_since
 from .groups import GROUP_RE
 from .hub import Subscriber
 from .limits import BackendUnavailable, LimitExceeded, parse_channel_list
 from .pending import Outcome, Resolution
-from .state import STATE_KEY, RelayState, json_error, log
+from .state import STATE_KEY, Closable, RelayState, log
 
-__all__ = ["SERVER_NAME", "handle_subscribe"]
+__all__ = [
+    "SERVER_NAME",
+    "connected",
+    "disconnected",
+    "handle_subscribe",
+    "on_client_frame",
+    "open_subscription",
+    "refuse",
+    "too_slow",
+]
 
 SERVER_NAME = f"wslarkbot/{__version__}"
 #: Close code for a subscriber that could not keep up (RFC 6455 registry: "Try Again Later").
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
-def _refuse(state: RelayState, request: web.Request, exc: LimitExceeded) -> web.Response:
+def refuse(state: RelayState, origin: Origin, exc: LimitExceeded) -> Answer:
+    """Count, log and answer a refused subscription (401 with ``WWW-Authenticate``, 503 ``Retry-After``)."""
     state.stats.rejected += 1
     # An unreachable backend is logged once per state change by the hub, not once per attempt.
     log.log(
         logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING,
         "subscribe refused from %s to %s: %d %s (%s)",
-        request.remote,
-        request.match_info.get("target", "")[:100],
+        origin.remote,
+        origin.path[:100],
         exc.status,
         exc.reason,
         exc.limit,
@@ -53,7 +64,10 @@ def _refuse(state: RelayState, request: web.Request, exc: LimitExceeded) -> web.
         headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
     if exc.status == 503:
         headers["Retry-After"] = str(state.config.retry_after)
-    return json_error(exc.status, exc.reason, headers=headers or None)
+    if exc.status == 426:
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+    return error_answer(exc.status, exc.reason, headers or None)
 
 
 async def _writer(ws: web.WebSocketResponse, sub: Subscriber) -> None:
@@ -64,20 +78,25 @@ async def _writer(ws: web.WebSocketResponse, sub: Subscriber) -> None:
         await ws.send_str(frame)
 
 
+def too_slow(state: RelayState, sub: Subscriber) -> None:
+    """Count and log a subscriber that could not keep up (the caller closes it 1013)."""
+    state.stats.rejected += 1
+    log.warning(
+        "subscriber %s (%s) too slow: %d bytes buffered (max_subscriber_buffer_bytes=%d); closing 1013",
+        sub.peer,
+        ",".join(sub.channels),
+        sub.buffered_bytes,
+        sub.max_buffer_bytes,
+    )
+
+
 def _kick_slow(
     state: RelayState, request: web.Request, ws: web.WebSocketResponse, writer: asyncio.Task[None]
 ) -> Callable[[Subscriber], None]:
     """The overload callback: log once, close the connection 1013 (abort it if even that stalls)."""
 
     def on_overload(sub: Subscriber) -> None:
-        state.stats.rejected += 1
-        log.warning(
-            "subscriber %s (%s) too slow: %d bytes buffered (max_subscriber_buffer_bytes=%d); closing 1013",
-            sub.peer,
-            ",".join(sub.channels),
-            sub.buffered_bytes,
-            sub.max_buffer_bytes,
-        )
+        too_slow(state, sub)
 
         async def kick() -> None:
             await state.hub.unsubscribe(sub)
@@ -97,17 +116,19 @@ def _kick_slow(
     return on_overload
 
 
-def _delivery_options(request: web.Request, channels: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+def _delivery_options(
+    query: Mapping[str, str], channels: tuple[str, ...]
+) -> tuple[str | None, dict[str, str]]:
     """``?group=<name>`` and ``?since=<channel>:<id>[,...]`` (docs/delivery.md).
 
     Raises:
         LimitExceeded: 400 for a malformed group name or ``since``.
     """
-    group = request.query.get("group") or None
+    group = query.get("group") or None
     if group is not None and not GROUP_RE.match(group):
         raise LimitExceeded(400, "group", f"invalid group name {group[:70]!r}")
     try:
-        since = parse_since(request.query.get("since", ""), channels)
+        since = parse_since(query.get("since", ""), channels)
     except ValueError as exc:
         raise LimitExceeded(400, "since", str(exc)) from None
     return group, since
@@ -123,41 +144,43 @@ def _set_nodelay(request: web.Request) -> None:
             pass
 
 
-async def handle_subscribe(request: web.Request) -> web.StreamResponse:
-    """``GET /sub/<channels>``: a WebSocket subscription (see the module docstring)."""
-    state = request.app[STATE_KEY]
+async def open_subscription(
+    state: RelayState,
+    origin: Origin,
+    target: str,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    *,
+    upgrade: bool,
+) -> Subscriber | Answer:
+    """Check a ``GET /sub/<target>`` and subscribe it to the hub, or say why not.
+
+    Shared by the aiohttp route and the fast path; the caller then completes the WebSocket handshake,
+    calls :func:`connected`, feeds client frames to :func:`on_client_frame`, and at the end unsubscribes
+    and calls :func:`disconnected`.
+
+    Args:
+        upgrade: whether the request is a valid WebSocket upgrade (426 if not).
+    """
     cfg = state.config
     try:
-        channels = parse_channel_list(
-            request.match_info["target"], max_channels=cfg.max_channels_per_subscription
-        )
-        group, since = _delivery_options(request, channels)
+        channels = parse_channel_list(target, max_channels=cfg.max_channels_per_subscription)
+        group, since = _delivery_options(query, channels)
     except LimitExceeded as exc:
-        return _refuse(state, request, exc)
-    ws = web.WebSocketResponse(
-        heartbeat=cfg.heartbeat or None,
-        max_msg_size=cfg.max_ws_message_bytes,
-        autoping=True,
-        # No permessage-deflate: the envelope is encoded once and shared by all subscribers; per-connection
-        # compression would cost CPU per subscriber per frame and a deflate context per connection.
-        compress=False,
-    )
-    if not ws.can_prepare(request).ok:
-        resp = _refuse(
-            state, request, LimitExceeded(426, "upgrade", "GET /sub/<channels> needs a WebSocket upgrade")
+        return refuse(state, origin, exc)
+    if not upgrade:
+        return refuse(
+            state, origin, LimitExceeded(426, "upgrade", "GET /sub/<channels> needs a WebSocket upgrade")
         )
-        resp.headers["Upgrade"] = "websocket"
-        resp.headers["Connection"] = "Upgrade"
-        return resp
     if state.closing:
-        return _refuse(state, request, LimitExceeded(503, "shutdown", "relay is shutting down"))
+        return refuse(state, origin, LimitExceeded(503, "shutdown", "relay is shutting down"))
     try:
-        user = await asyncio.to_thread(state.access.check, channels, request.headers)
+        user = await asyncio.to_thread(state.access.check, channels, headers)
     except LimitExceeded as exc:
-        return _refuse(state, request, exc)
+        return refuse(state, origin, exc)
 
-    proto = PROTOCOL_VERSION if request.query.get("proto", "") == str(PROTOCOL_VERSION) else 1
-    peer = f"{request.remote}" + (f" user={user}" if user else "")
+    proto = PROTOCOL_VERSION if query.get("proto", "") == str(PROTOCOL_VERSION) else 1
+    peer = f"{origin.remote}" + (f" user={user}" if user else "")
     sub = Subscriber(
         channels,
         protocol=proto,
@@ -173,7 +196,56 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
     try:
         await state.hub.subscribe(sub)
     except LimitExceeded as exc:
-        return _refuse(state, request, exc)
+        return refuse(state, origin, exc)
+    return sub
+
+
+def connected(state: RelayState, sub: Subscriber, conn: Closable, since: str) -> None:
+    """Book a subscription whose handshake completed: counters, observer, log line, shutdown list."""
+    state.connections[sub] = conn
+    state.stats.subscribes += 1
+    state.observer.subscriber_connected(sub)
+    log.info(
+        "subscribe peer=%s channels=%s proto=%d%s%s",
+        sub.peer,
+        ",".join(sub.channels),
+        sub.protocol,
+        f" group={sub.group}" if sub.group else "",
+        f" since={since[:200]}" if sub.since else "",
+    )
+
+
+def disconnected(state: RelayState, sub: Subscriber, close_code: int | None) -> None:
+    """Book the end of a subscription :func:`connected` booked (after the hub unsubscribed it)."""
+    state.connections.pop(sub, None)
+    state.stats.unsubscribes += 1
+    state.observer.subscriber_disconnected(sub, close_code)
+    log.info("unsubscribe peer=%s channels=%s close_code=%s", sub.peer, ",".join(sub.channels), close_code)
+
+
+async def handle_subscribe(request: web.Request) -> web.StreamResponse:
+    """``GET /sub/<channels>``: a WebSocket subscription (see the module docstring)."""
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    ws = web.WebSocketResponse(
+        heartbeat=cfg.heartbeat or None,
+        max_msg_size=cfg.max_ws_message_bytes,
+        autoping=True,
+        # No permessage-deflate: the envelope is encoded once and shared by all subscribers; per-connection
+        # compression would cost CPU per subscriber per frame and a deflate context per connection.
+        compress=False,
+    )
+    origin = Origin(request.method, request.path, request.remote)
+    sub = await open_subscription(
+        state,
+        origin,
+        request.match_info["target"],
+        request.query,
+        request.headers,
+        upgrade=ws.can_prepare(request).ok,
+    )
+    if isinstance(sub, Answer):
+        return to_response(sub)
 
     writer: asyncio.Task[None] | None = None
     try:
@@ -181,17 +253,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
         _set_nodelay(request)
         writer = asyncio.get_running_loop().create_task(_writer(ws, sub))
         sub.on_overload = _kick_slow(state, request, ws, writer)
-        state.connections[sub] = ws
-        state.stats.subscribes += 1
-        state.observer.subscriber_connected(sub)
-        log.info(
-            "subscribe peer=%s channels=%s proto=%d%s%s",
-            peer,
-            ",".join(channels),
-            proto,
-            f" group={group}" if group else "",
-            f" since={request.query['since'][:200]}" if since else "",
-        )
+        connected(state, sub, ws, request.query.get("since", ""))
         await _read_loop(state, ws, sub)
     finally:
         sub.close()
@@ -203,16 +265,14 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
         if not ws.closed and ws.prepared:
             await ws.close()
         if writer is not None:
-            state.stats.unsubscribes += 1
-            state.observer.subscriber_disconnected(sub, ws.close_code)
-            log.info("unsubscribe peer=%s channels=%s close_code=%s", peer, ",".join(channels), ws.close_code)
+            disconnected(state, sub, ws.close_code)
     return ws
 
 
 async def _read_loop(state: RelayState, ws: web.WebSocketResponse, sub: Subscriber) -> None:
     async for msg in ws:
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            await _on_client_frame(state, sub, msg.data)
+            await on_client_frame(state, sub, msg.data)
         elif msg.type == WSMsgType.ERROR:
             state.stats.rejected += 1
             log.warning(
@@ -231,7 +291,8 @@ async def _read_loop(state: RelayState, ws: web.WebSocketResponse, sub: Subscrib
         )
 
 
-async def _on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes) -> None:
+async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes) -> None:
+    """Handle one text/binary frame from a subscriber: ``PING``, or a protocol-2 ``reply``/``ack``."""
     try:
         msg = parse_client_message(data)
     except ProtocolError as exc:

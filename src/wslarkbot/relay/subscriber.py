@@ -25,7 +25,8 @@ _ids = itertools.count(1)
 class Subscriber:
     """One WebSocket connection subscribed to one or more channels.
 
-    The hub calls :meth:`offer`; the connection's writer task awaits :meth:`next_frame`.
+    The hub calls :meth:`offer`; the connection's writer task awaits :meth:`next_frame`, or (the fast
+    path, no writer task) the connection sets :attr:`on_ready` and takes frames with :meth:`pop_frame`.
 
     Args:
         group: the ``?group=`` name: this connection competes with the group's other members for each
@@ -66,6 +67,9 @@ class Subscriber:
         #: the writer's wake-up while it waits for a frame (a bare future, not an asyncio.Event: an
         #: Event's waiter deque alone is ~0.6 KiB per connection, and most connections are idle)
         self._waiter: asyncio.Future[None] | None = None
+        #: called (synchronously) when a frame is queued or the subscriber closes, instead of waking a writer
+        #: task: the fast path writes frames to its transport from there (relay/fastpath/connection.py).
+        self.on_ready: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         group = f" group={self.group}" if self.group else ""
@@ -158,12 +162,25 @@ class Subscriber:
         self._refill()
         return frame
 
+    def pop_frame(self) -> str | None:
+        """The next queued frame, or None if there is none now (for connections that use :attr:`on_ready`)."""
+        if not self._frames:
+            return None
+        frame = self._frames.popleft()
+        self.buffered_bytes -= len(frame)
+        if self._backlog:
+            self._refill()
+        return frame
+
     def close(self) -> None:
         """Stop accepting frames; :meth:`next_frame` returns None after the buffer drains."""
         self.closed = True
         self._wake()
 
     def _wake(self) -> None:
+        if self.on_ready is not None:
+            self.on_ready()
+            return
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
