@@ -57,6 +57,11 @@ class RelayConfig:
     )
     retry_after: int = _opt(5, "Retry-After seconds on 503 answers")
     shutdown_timeout: float = _opt(2.0, "seconds to let requests finish on shutdown")
+    fast_path: bool = _opt(
+        True,
+        "serve webhooks, replies and subscriber WebSockets with the relay's own HTTP/1.1 protocol, handing "
+        "other requests to aiohttp on the same port (docs/performance.md); false: aiohttp serves all",
+    )
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_json: bool = _opt(False, "log one JSON object per line")
     # Operator pages (relay/admin.py): GET /dashboard needs these; GET /metrics too with metrics_auth.

@@ -25,6 +25,7 @@ from .._background import BackgroundLoop
 from ..exceptions import ConfigurationError
 from .app import create_app, status_snapshot
 from .config import RelayConfig
+from .fastpath import FastFront, FastSite
 from .state import log
 
 __all__ = ["LISTEN_BACKLOG", "RelayThread", "RunningRelay", "run_relay"]
@@ -78,13 +79,18 @@ async def start_relay(config: RelayConfig, *, app: web.Application | None = None
     """
     if app is None:
         app = create_app(config)
+    front = FastFront(app) if config.fast_path else None
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
     await runner.setup()
     # backlog: aiohttp's default (128) drops SYNs when thousands of bots reconnect at once (after a
     # restart); nginx uses 511. The kernel caps it at net.core.somaxconn.
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG)
+    site: web.TCPSite
+    if front is not None:
+        site = FastSite(runner, front, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG)
+    else:
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except BaseException:
