@@ -6,9 +6,11 @@ faster way to get them (about 5x for a 1.2 KB webhook body, 10x for an envelope)
 differ, the standard library does the work:
 
 * :func:`loads`: documents orjson refuses (``NaN``, ``Infinity``, lone surrogates, a byte order mark)
-  and documents with a run of 19 or more digits (orjson turns integers beyond 64 bits into floats; the
-  standard library keeps them exact) are parsed by ``json.loads``, so the result is always what
-  ``json.loads`` returns, and invalid JSON raises :class:`ValueError` as it does.
+  and documents whose orjson result holds a float anywhere (orjson turns integers beyond 64 bits into
+  floats; the standard library keeps them exact) are parsed by ``json.loads``, so the result is always
+  what ``json.loads`` returns, and invalid JSON raises :class:`ValueError` as it does. (Looking for the
+  float in the parsed result costs well under a microsecond for a webhook body; a regular expression
+  looking for long digit runs in the text cost 20-30 us per 1.2 KB body, 20 times orjson's parse.)
 * :func:`dumps`: what orjson does not encode the way :mod:`json` does (dict keys that are not strings,
   integers beyond 64 bits, subclasses of ``str``/``int``/``dict``/``list``, dataclasses, dates) is
   encoded by ``json.dumps``, which also raises the usual :class:`TypeError` for what JSON cannot carry.
@@ -23,13 +25,25 @@ value.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 __all__ = ["FAST", "dumps", "dumps_bytes", "loads"]
 
-_LONG_NUMBER = re.compile(rb"\d{19}")
-_LONG_NUMBER_STR = re.compile(r"\d{19}")
+
+
+def _has_float(obj: Any) -> bool:
+    """Whether a parsed JSON document holds a float anywhere."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
 
 
 def _std_dumps(obj: Any) -> str:
@@ -73,18 +87,11 @@ if orjson is not None:
         Raises:
             ValueError: not JSON (``json.JSONDecodeError``), or bytes that are not UTF-8.
         """
-        if isinstance(data, str):
-            if _LONG_NUMBER_STR.search(data) is None:
-                try:
-                    return _orjson_loads(data)
-                except _OrjsonDecodeError:
-                    pass
-        elif _LONG_NUMBER.search(data) is None:
-            try:
-                return _orjson_loads(data)
-            except _OrjsonDecodeError:
-                pass
-        return json.loads(data)
+        try:
+            result = _orjson_loads(data)
+        except _OrjsonDecodeError:
+            return json.loads(data)
+        return json.loads(data) if _has_float(result) else result
 
 else:  # pragma: no cover - exercised only without orjson
 
