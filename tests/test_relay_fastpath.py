@@ -277,3 +277,16 @@ async def test_closing_the_relay_closes_fast_path_websockets_with_1001() -> None
     with pytest.raises(ConnectionClosed) as info:
         await asyncio.wait_for(ws.recv(), 5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+async def test_thousands_of_pipelined_requests_in_one_write_are_all_answered(relay: RunningRelay) -> None:
+    """Answered during their eager first step, pipelined requests are taken in a loop, not by recursion."""
+    n = 3000
+    async with connect(relay.ws_url("cli_a", proto=None)) as ws:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"".join(webhook("/hook/cli_a", b'{"encrypt":"%d"}' % i, SIGNED) for i in range(n)))
+        statuses = [(await read_response(reader))[0] for _ in range(n)]
+        bodies = [(await recv_json(ws))["body"] for _ in range(n)]
+        writer.close()
+    assert statuses == [200] * n
+    assert bodies == [{"encrypt": str(i)} for i in range(n)]

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from wslarkbot.relay import InMemoryHub, create_app, run_relay
-from wslarkbot.relay.hub import Event
+from wslarkbot.relay.hub import Event, Subscriber
 from wslarkbot.relay.pending import Outcome, Resolution
 from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.testing import SIGNED, recv_json, recv_text, test_config
@@ -355,3 +355,26 @@ async def test_unparseable_client_frame_gets_error_and_connection_stays(
         pong = await recv_text(ws)
     assert err["type"] == "error" and "JSON" in err["reason"]
     assert pong == "PONG"
+
+
+async def test_hub_says_an_event_may_be_answered_only_while_a_protocol2_subscriber_is_on_it() -> None:
+    hub = InMemoryHub(max_subscribers_per_channel=10, max_pending_replies=10)
+    legacy = Subscriber(("cli_a",), protocol=1, peer="p1", max_buffer_bytes=1000)
+    modern = Subscriber(("cli_a", "cli_b"), protocol=2, peer="p2", max_buffer_bytes=1000)
+    await hub.subscribe(legacy)
+    assert not hub.may_answer("cli_a")
+    await hub.subscribe(modern)
+    assert hub.may_answer("cli_a") and hub.may_answer("cli_b")
+    await hub.unsubscribe(modern)
+    assert not hub.may_answer("cli_a") and not hub.may_answer("cli_b")
+
+
+async def test_event_to_original_clients_is_answered_at_once_and_leaves_no_waiting_entry(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    async with await subscribe(relay, "cli_a", proto=None) as ws:
+        resp = await post(http, f"{relay.url}/hook/cli_a", EVENT, SIGNED)
+        await recv_json(ws)
+        status = relay.status()
+    assert resp.status_code == 200
+    assert status["pending_replies"] == 0

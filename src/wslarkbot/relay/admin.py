@@ -223,7 +223,8 @@ def install(app: web.Application) -> Admin:
     dashboard = DashboardObserver()
     admin = Admin(credentials, registry, metrics, dashboard, metrics_auth=state.config.metrics_auth)
     app[ADMIN_KEY] = admin
-    state.observer = Observers((metrics, dashboard))
+    # The dashboard only serves an admin; without one, recording for it would cost every webhook for nothing.
+    state.observer = Observers((metrics, dashboard)) if credentials is not None else metrics
     app.on_startup.append(_observe_gateway)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/dashboard", _admin_only(_page))

@@ -56,6 +56,17 @@ class Hub(abc.ABC):
 
     #: Whether buffered events survive the death of this process (Redis: yes; in memory: no).
     durable_buffers: bool = False
+    #: Whether its methods do no I/O and never need a current task (no ``asyncio.timeout``): a caller may
+    #: run them before it has a task of its own (the fast path starts webhooks eagerly, fastpath/eager.py).
+    synchronous: bool = False
+
+    def may_answer(self, channel: str) -> bool:
+        """Whether a reply or ack to an event on ``channel`` can come (a protocol-2 subscriber, somewhere).
+
+        When False, an event needs no waiting entry: it is answered as soon as it is handed over. A shared
+        hub cannot know what other nodes hold and says True.
+        """
+        return True
 
     async def start(self) -> None:  # noqa: B027 - optional hook; the in-memory hub has nothing to start
         """Connect to whatever backs the hub (called once when the app starts)."""
@@ -166,11 +177,18 @@ class InMemoryHub(Hub):
         self._channels: dict[str, dict[int, Subscriber]] = {}
         self._groups: dict[tuple[str, str], GroupRing[Subscriber]] = {}
         self._subs: dict[int, Subscriber] = {}
+        #: protocol-2 subscribers per channel (they reply or ack; original clients never do)
+        self._answering: dict[str, int] = {}
         self._pending = PendingTable(max_pending_replies)
         self.store = BufferStore(buffers or BufferPolicy(), clock=clock)
         #: marks a buffered event acked when an original-protocol subscriber got it (they never ack);
         #: a shared hub points it at the shared buffer.
         self.ack_sink: Callable[[str, str], object] = self.store.mark_acked
+
+    synchronous = True
+
+    def may_answer(self, channel: str) -> bool:
+        return channel in self._answering
 
     # --- ids and buffers ----------------------------------------------------------------------------
 
@@ -215,6 +233,8 @@ class InMemoryHub(Hub):
             self._channels.setdefault(ch, {})[sub.id] = sub
             if sub.group is not None:
                 self._groups.setdefault((ch, sub.group), GroupRing()).add(sub)
+            if sub.protocol >= 2:
+                self._answering[ch] = self._answering.get(ch, 0) + 1
         self._subs[sub.id] = sub
 
     def replay_entries(self, sub: Subscriber, channel: str, entries: list[BufferEntry]) -> list[BufferEntry]:
@@ -242,6 +262,12 @@ class InMemoryHub(Hub):
                 members.pop(sub.id, None)
                 if not members:
                     del self._channels[ch]
+            if sub.protocol >= 2:
+                left = self._answering.get(ch, 0) - 1
+                if left > 0:
+                    self._answering[ch] = left
+                else:
+                    self._answering.pop(ch, None)
             if sub.group is not None:
                 ring = self._groups.get((ch, sub.group))
                 if ring is not None:

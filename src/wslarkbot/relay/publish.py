@@ -23,7 +23,7 @@ from ..wire import CHANNEL_RE, HOOK_ORG_ID, REQUEST_ID_RE, Envelope, is_org_chan
 from .answer import SUCCESS, Answer, Origin, error_answer, to_response
 from .limits import BackendUnavailable, LimitExceeded
 from .longconn.server import GATEWAY_KEY
-from .pending import Outcome, Resolution
+from .pending import Outcome, PendingEntry, Resolution
 from .policy import WaitKind, classify, timeout_for
 from .state import STATE_KEY, RelayState, log
 
@@ -169,16 +169,19 @@ async def publish_webhook(
     kind = classify(envelope.headers, envelope.body)
 
     # Open the waiting entry BEFORE publishing: a reply that races ahead of us is kept in its future.
-    for _attempt in range(3):
-        try:
-            entry = await state.hub.open_pending(request_id, channel)
-            break
-        except KeyError:
-            request_id = envelope.headers["x-request-id"] = uuid.uuid4().hex
-        except LimitExceeded as exc:
-            return reject(state, origin, exc, channel=channel, request_id=request_id)
-    else:  # pragma: no cover - three uuid4 collisions
-        return error_answer(500, "could not allocate a request id")
+    # An event that nobody on the channel can answer (original clients only, in this process) needs none.
+    entry: PendingEntry | None = None
+    if kind is not WaitKind.EVENT or state.hub.may_answer(channel):
+        for _attempt in range(3):
+            try:
+                entry = await state.hub.open_pending(request_id, channel)
+                break
+            except KeyError:
+                request_id = envelope.headers["x-request-id"] = uuid.uuid4().hex
+            except LimitExceeded as exc:
+                return reject(state, origin, exc, channel=channel, request_id=request_id)
+        else:  # pragma: no cover - three uuid4 collisions
+            return error_answer(500, "could not allocate a request id")
 
     status = 500
     delivered_n = 0
@@ -209,7 +212,9 @@ async def publish_webhook(
                 f"no subscriber connected for channel {channel}",
                 {"Retry-After": str(state.config.retry_after)},
             )
-        if kind is WaitKind.EVENT and not delivery.protocol2:
+        if entry is None or (kind is WaitKind.EVENT and not delivery.protocol2):
+            # entry is None: an event nobody could answer (a hub that says so does not suspend, so no
+            # protocol-2 subscriber can have appeared since).
             status, outcome_name = 200, "delivered"
             return SUCCESS
         try:
@@ -239,7 +244,8 @@ async def publish_webhook(
         status, outcome_name = 200, f"{outcome.kind}-{outcome.via}"
         return _reply_answer(outcome)
     finally:
-        await state.hub.cancel_pending(request_id)
+        if entry is not None:
+            await state.hub.cancel_pending(request_id)
         latency = loop.time() - started
         state.observer.webhook_answered(
             channel, request_id, kind.value, delivered_n, status, outcome_name, latency

@@ -35,6 +35,7 @@ from ..publish import check_reply_target, publish_webhook, resolve_reply, webhoo
 from ..state import log
 from ..subscribe import connected, disconnected, on_client_frame, open_subscription, too_slow
 from ..subscriber import Subscriber
+from .eager import start_eagerly
 from .http1 import MAX_HEAD_BYTES, Head, parse_head, response
 from .wsframe import (
     OP_BINARY,
@@ -112,6 +113,7 @@ class FastConnection(asyncio.Protocol):
         "_frames",
         "_head",
         "_head_end",
+        "_looping",
         "_lost",
         "_need",
         "_out",
@@ -140,6 +142,7 @@ class FastConnection(asyncio.Protocol):
         self._need = 0
         self._route = 0
         self._eof = False
+        self._looping = False
         self._reading_paused = False
         self._paused = False
         self._draining = False
@@ -207,21 +210,36 @@ class FastConnection(asyncio.Protocol):
     # -- HTTP mode ---------------------------------------------------------------------------------
 
     def _next_request(self) -> None:
-        """Start the next complete request in the buffer, or hand the connection to aiohttp."""
+        """Start the complete requests in the buffer, one at a time, or hand the connection to aiohttp.
+
+        A loop, not recursion: a request answered during its eager first step (:func:`.eager.start_eagerly`)
+        calls :meth:`_respond`, which comes back here; the loop then takes the next pipelined request.
+        """
+        if self._looping:
+            return
+        self._looping = True
+        try:
+            while self._start_one():
+                pass
+        finally:
+            self._looping = False
+
+    def _start_one(self) -> bool:
+        """Start the next request if it is complete; True if it was also answered already (go on)."""
         buf = self._buf
         if buf is None or self._busy or self.transport is None:
-            return
+            return False
         if self._head is None:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEAD_BYTES:
                     self._handoff()
-                return
+                return False
             head = parse_head(bytes(buf[:end]))
             route = self._route_of(head) if head is not None else 0
             if not route or head is None:
                 self._handoff()
-                return
+                return False
             self._head, self._route = head, route
             self._head_end = end + 4
             self._need = end + 4 + head.content_length
@@ -229,14 +247,17 @@ class FastConnection(asyncio.Protocol):
             if self._reading_paused:
                 self._reading_paused = False
                 self.transport.resume_reading()
-            return
+            return False
         head, route = self._head, self._route
         body = bytes(buf[self._head_end : self._need])
         del buf[: self._need]
         self._head = None
         self._busy = True
-        task = asyncio.get_running_loop().create_task(self._serve(head, route, body))
-        self.front.track(task)
+        if self.front.eager:
+            start_eagerly(self._serve(head, route, body), self.front.track)
+        else:
+            self.front.track(asyncio.get_running_loop().create_task(self._serve(head, route, body)))
+        return not self._busy
 
     def _route_of(self, head: Head) -> int:
         """Which hot route ``head`` is for (0: not ours, hand it to aiohttp)."""
@@ -331,7 +352,7 @@ class FastConnection(asyncio.Protocol):
         transport.write(response(answer.status, answer.body, dict(answer.headers or {}), close=close))
         if close:
             self._buf = None
-            transport.close()
+            self.close_transport()
             return
         self._next_request()
 
@@ -437,7 +458,7 @@ class FastConnection(asyncio.Protocol):
                     self.close_code = code if code is not None else _NO_STATUS
                 self._end_subscription()
                 if self.transport is not None:
-                    self.transport.close()
+                    self.close_transport()
                 return
 
     def _protocol_error(self, exc: WebSocketError) -> None:
@@ -501,6 +522,15 @@ class FastConnection(asyncio.Protocol):
         if self.transport is not None and self._abort_handle is None:
             self._abort_handle = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort)
 
+    def close_transport(self) -> None:
+        """Close after the queued bytes are sent; drop the connection if the peer does not take them."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if self._abort_handle is None:
+            self._abort_handle = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort)
+
     def _abort(self) -> None:
         self._abort_handle = None
         if self.transport is not None:
@@ -543,7 +573,7 @@ class FastConnection(asyncio.Protocol):
             return
         if self.sub is None:
             if not self._busy and now - self.last_seen >= keepalive:
-                transport.close()
+                self.close_transport()
             return
         if self.close_sent or not interval:
             return

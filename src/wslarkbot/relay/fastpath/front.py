@@ -34,6 +34,8 @@ class FastFront:
         self.conns: set[FastConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        #: run each request's first step at once, without a task, when the hub never suspends
+        self.eager = self.state.hub.synchronous
         self._server: web.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         # After the relay's own hook (which answers waiting requests and closes WebSockets 1001).
@@ -71,8 +73,8 @@ class FastFront:
         """Close idle HTTP connections; busy ones close after their answer."""
         self.closing = True
         for conn in list(self.conns):
-            if conn.is_idle() and conn.transport is not None:
-                conn.transport.close()
+            if conn.is_idle():
+                conn.close_transport()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.stop_listening()
