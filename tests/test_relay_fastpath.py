@@ -4,6 +4,7 @@ on the same connection, with the same answers either way. Real relay, real socke
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import socket
@@ -290,3 +291,32 @@ async def test_thousands_of_pipelined_requests_in_one_write_are_all_answered(rel
         writer.close()
     assert statuses == [200] * n
     assert bodies == [{"encrypt": str(i)} for i in range(n)]
+
+
+async def test_a_client_that_does_not_read_its_answers_is_paused_and_then_gets_every_one(
+    relay: RunningRelay,
+) -> None:
+    """Pipelining without reading: the relay stops reading the requests once its answers pile up (so its
+    memory stays bounded), and every request is answered once the client reads."""
+    batch = webhook("/hook/cli_nobody", b"{}", SIGNED) * 500
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: answers back up soon
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    sent = 0
+    blocked = False
+    while sent < 1_000_000:
+        writer.write(batch)
+        sent += 500
+        try:
+            await asyncio.wait_for(writer.drain(), 0.5)
+        except asyncio.TimeoutError:
+            blocked = True  # the relay stopped reading: the socket buffers between us are full
+            break
+    statuses = collections.Counter()
+    for _ in range(sent):
+        statuses[(await read_response(reader))[0]] += 1
+    writer.close()
+    assert blocked
+    assert statuses == {503: sent}  # nobody subscribed: each answered honestly, none dropped

@@ -191,6 +191,11 @@ class FastConnection(asyncio.Protocol):
         self._paused = False
         if self.sub is not None:
             self._drain()
+        elif self.transport is not None:  # HTTP: the peer reads its answers again; take its next requests
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            self._next_request()
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
@@ -229,11 +234,20 @@ class FastConnection(asyncio.Protocol):
         buf = self._buf
         if buf is None or self._busy or self.transport is None:
             return False
+        if self._paused:
+            # The peer does not read its answers: stop reading its requests until it does (resume_writing),
+            # so a pipelining client cannot make the relay queue answers without bound.
+            if not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+            return False
         if self._head is None:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEAD_BYTES:
                     self._handoff()
+                else:
+                    self._want_more()
                 return False
             head = parse_head(bytes(buf[:end]))
             route = self._route_of(head) if head is not None else 0
@@ -244,9 +258,7 @@ class FastConnection(asyncio.Protocol):
             self._head_end = end + 4
             self._need = end + 4 + head.content_length
         if len(buf) < self._need:
-            if self._reading_paused:
-                self._reading_paused = False
-                self.transport.resume_reading()
+            self._want_more()
             return False
         head, route = self._head, self._route
         body = bytes(buf[self._head_end : self._need])
@@ -258,6 +270,12 @@ class FastConnection(asyncio.Protocol):
         else:
             self.front.track(asyncio.get_running_loop().create_task(self._serve(head, route, body)))
         return not self._busy
+
+    def _want_more(self) -> None:
+        """The buffer holds no complete request: read again (unless the peer is not reading our answers)."""
+        if self._reading_paused and not self._paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def _route_of(self, head: Head) -> int:
         """Which hot route ``head`` is for (0: not ours, hand it to aiohttp)."""
