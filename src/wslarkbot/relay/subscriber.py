@@ -11,7 +11,6 @@ import asyncio
 import collections
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from .buffer import parse_id, stamp_frame
 from .groups import InFlightTable
@@ -185,9 +184,8 @@ class Subscriber:
             waiter.set_result(None)
 
 
-@dataclass(frozen=True)
 class Event:
-    """One webhook event as the hub moves it: the encoded envelope and its message id.
+    """One webhook event as the hub moves it: the encoded envelope and its message id. Treat as immutable.
 
     Attributes:
         body: the encoded envelope without ``id``/``channel`` (stamped per frame, :func:`stamp_frame`).
@@ -195,23 +193,44 @@ class Event:
         buffered: kept in the channel's buffer (replayed to later subscribers until acked).
     """
 
-    channel: str
-    request_id: str
-    entry_id: str
-    body: str
-    buffered: bool = False
+    # A plain class with slots, not a frozen dataclass: one is built per webhook, and a frozen dataclass's
+    # __init__ (object.__setattr__ per field) cost four times as much.
+    __slots__ = ("_live", "_replay", "body", "buffered", "channel", "entry_id", "request_id")
+
+    def __init__(
+        self, channel: str, request_id: str, entry_id: str, body: str, buffered: bool = False
+    ) -> None:
+        self.channel = channel
+        self.request_id = request_id
+        self.entry_id = entry_id
+        self.body = body
+        self.buffered = buffered
+        self._live: str | None = None
+        self._replay: str | None = None
+
+    def _fields(self) -> tuple[str, str, str, str, bool]:
+        return (self.channel, self.request_id, self.entry_id, self.body, self.buffered)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Event({self.channel!r}, {self.request_id!r}, {self.entry_id!r}, buffered={self.buffered})"
 
     def frame(self, *, replay: bool = False) -> str:
         """The frame subscribers get; built once per event and shared by every subscriber."""
-        # Cached in the instance dict by hand: functools.cached_property takes a lock on every first access
-        # (Python < 3.12), a measurable share of a webhook's cost.
-        cache = self.__dict__
-        key = "_replay_frame" if replay else "_live_frame"
-        frame = cache.get(key)
-        if frame is None:
-            frame = stamp_frame(self.body, entry_id=self.entry_id, channel=self.channel, replay=replay)
-            cache[key] = frame
-        return frame
+        if replay:
+            if self._replay is None:
+                self._replay = stamp_frame(
+                    self.body, entry_id=self.entry_id, channel=self.channel, replay=True
+                )
+            return self._replay
+        if self._live is None:
+            self._live = stamp_frame(self.body, entry_id=self.entry_id, channel=self.channel)
+        return self._live
 
     @property
     def key(self) -> tuple[str, str] | None:
