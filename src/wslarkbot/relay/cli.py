@@ -171,6 +171,7 @@ def serve(args: argparse.Namespace) -> int:
         except (ConfigurationError, OSError) as exc:
             logging.getLogger("wslarkbot.relay").error("cannot start the relay: %s", exc)
             return 1
+        freeze_startup_objects()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -195,6 +196,21 @@ def serve(args: argparse.Namespace) -> int:
 
     uvloop.install()  # pragma: no cover
     return asyncio.run(main())  # pragma: no cover
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight (``gc.freeze()``).
+
+    Only for a process that is the relay (``wslarkbot serve``): modules, aiohttp, prometheus-client and the
+    app are tens of thousands of long-lived objects, and every full (generation 2) collection walked all of
+    them: ~27 ms during which no webhook is served, a latency tail of its own. Frozen, they are skipped;
+    objects created later are collected as usual. (Not for an embedded relay: in a shared process, frozen
+    objects that later become cyclic garbage are never freed.)
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 #: ``WSLARKBOT_EVENT_LOOP=asyncio`` keeps the standard event loop even when uvloop is installed.

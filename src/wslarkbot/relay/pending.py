@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .limits import LimitExceeded
 
-__all__ = ["Outcome", "PendingEntry", "PendingTable", "Resolution"]
+__all__ = ["TIMED_OUT", "Outcome", "PendingEntry", "PendingTable", "Resolution", "wait_outcome"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class Outcome:
     kind: str
     body: str | None = None
     via: str = ""  # "ws" or "http", for the log line
+
+
+#: What :func:`wait_outcome` returns when the deadline comes first.
+TIMED_OUT = Outcome("timeout")
 
 
 class Resolution(enum.Enum):
@@ -111,3 +115,25 @@ class PendingTable:
                 entry.future.set_result(outcome)
                 n += 1
         return n
+
+
+def _expire(future: asyncio.Future[Outcome]) -> None:
+    if not future.done():
+        future.set_result(TIMED_OUT)
+
+
+async def wait_outcome(entry: PendingEntry, timeout: float) -> Outcome:
+    """The entry's outcome, or :data:`TIMED_OUT` once ``timeout`` seconds have passed.
+
+    One timer ends the wait by answering the entry itself (no extra futures or tasks, unlike
+    ``wait_for(shield(...))``): from then on the entry counts as answered, so a reply that comes later is
+    refused as already answered rather than accepted and dropped.
+    """
+    future = entry.future
+    if future.done():
+        return future.result()
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()

@@ -23,7 +23,7 @@ from ..wire import CHANNEL_RE, HOOK_ORG_ID, REQUEST_ID_RE, Envelope, is_org_chan
 from .answer import SUCCESS, Answer, Origin, error_answer, to_response
 from .limits import BackendUnavailable, LimitExceeded
 from .longconn.server import GATEWAY_KEY
-from .pending import Outcome, PendingEntry, Resolution
+from .pending import TIMED_OUT, Outcome, PendingEntry, Resolution, wait_outcome
 from .policy import WaitKind, classify, timeout_for
 from .state import STATE_KEY, RelayState, log
 
@@ -217,12 +217,10 @@ async def publish_webhook(
             # protocol-2 subscriber can have appeared since).
             status, outcome_name = 200, "delivered"
             return SUCCESS
-        try:
-            # The deadline counts from publishing: a shared hub may have spent some of it collecting
-            # delivery reports from other nodes.
-            remaining = max(0.0, deadline - loop.time())
-            outcome = await asyncio.wait_for(asyncio.shield(entry.future), remaining)
-        except asyncio.TimeoutError:
+        # The deadline counts from publishing: a shared hub may have spent some of it collecting
+        # delivery reports from other nodes.
+        outcome = await wait_outcome(entry, max(0.0, deadline - loop.time()))
+        if outcome is TIMED_OUT:
             if event.buffered:  # kept: replayed to the next subscriber that connects (docs/delivery.md)
                 status, outcome_name = 200, "buffered-timeout"
                 return _buffered(state)

@@ -109,8 +109,8 @@ class FastConnection(asyncio.Protocol):
         "_busy",
         "_draining",
         "_eof",
-        "_frame_task",
         "_frames",
+        "_frames_busy",
         "_head",
         "_head_end",
         "_looping",
@@ -149,7 +149,7 @@ class FastConnection(asyncio.Protocol):
         self._out: list[bytes] | None = None
         self._reader: FrameReader | None = None
         self._frames: collections.deque[str | bytes] | None = None
-        self._frame_task: asyncio.Task[None] | None = None
+        self._frames_busy = False
         self._lost: asyncio.Future[None] | None = None
         self._abort_handle: asyncio.TimerHandle | None = None
         self.sub: Subscriber | None = None
@@ -427,18 +427,22 @@ class FastConnection(asyncio.Protocol):
             return
         self._draining = True
         try:
-            out = self._out
             while not self._paused:
                 frame = sub.pop_frame()
                 if frame is None:
                     break
+                data = _encoded(frame)
+                out = self._out
                 if out is None:
-                    # Written at the end of this loop iteration: under load, the frames of all the webhooks
-                    # read in one iteration go out in one send() (a syscall and a wake-up of the peer each,
-                    # which cost more than the rest of an event); when idle, at once.
-                    out = self._out = []
+                    # The first frame of a loop iteration goes out at once (latency); later ones wait for the
+                    # end of the iteration and go out together: under load, the frames of all the webhooks
+                    # read in one iteration cost one send() and one wake-up of the peer, which together cost
+                    # more than the rest of an event.
+                    self._out = []
                     asyncio.get_running_loop().call_soon(self._flush)
-                out.append(_encoded(frame))
+                    transport.write(data)
+                else:
+                    out.append(data)
         finally:
             self._draining = False
 
@@ -500,9 +504,12 @@ class FastConnection(asyncio.Protocol):
         if frames is None:
             frames = self._frames = collections.deque()
         frames.append(data)
-        if self._frame_task is None:
-            self._frame_task = asyncio.get_running_loop().create_task(self._handle_frames())
-            self.front.track(self._frame_task)
+        if not self._frames_busy:
+            self._frames_busy = True
+            if self.front.eager:  # acks and replies on an in-memory hub finish without suspending
+                start_eagerly(self._handle_frames(), self.front.track)
+            else:
+                self.front.track(asyncio.get_running_loop().create_task(self._handle_frames()))
         if len(frames) > _FRAMES_HIGH_WATER and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -518,7 +525,7 @@ class FastConnection(asyncio.Protocol):
         except Exception:
             log.exception("fast path: frame from %s failed", sub.peer if sub else self.peer)
         finally:
-            self._frame_task = None
+            self._frames_busy = False
 
     def _overloaded(self, sub: Subscriber) -> None:
         too_slow(self.front.state, sub)
