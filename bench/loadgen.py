@@ -1,4 +1,5 @@
-"""The two client-side processes: wrk publishing webhooks, and bench/subscriber.py receiving them."""
+"""The client-side processes: wrk publishing webhooks (or calling with challenges), and bench/subscriber.py
+receiving them (and answering the challenges)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .servers import taskset
 
 HERE = Path(__file__).resolve().parent
 WRK_SCRIPT = HERE / "events.lua"
+CHALLENGE_SCRIPT = HERE / "challenge.lua"
 #: 900 random bytes in base64: the 1.2 KB "encrypt" value of an encrypted Feishu event.
 PAD = base64.b64encode(os.urandom(900)).decode()
 #: Connections per offered event/s: enough free connections to keep the schedule for 25 ms of latency.
@@ -102,6 +104,54 @@ class Wrk:
         raise RuntimeError(f"wrk gave no result:\n{text[-2000:]}")
 
 
+class ChallengeWrk:
+    """One wrk run of ``connections`` closed-loop challenge callers (bench/challenge.lua) for ``seconds``.
+
+    ``run_tag`` (letters, digits, '-') goes into every challenge and request id, so two runs against
+    the same server never reuse one."""
+
+    def __init__(
+        self, url: str, path: str, connections: int, seconds: float, cpus: str | None, run_tag: str
+    ) -> None:
+        env = {**os.environ, "BENCH_PATH": path, "BENCH_RUN": run_tag}
+        cmd = [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "2s",
+            "-s",
+            str(CHALLENGE_SCRIPT),
+            url,
+        ]
+        self.proc = subprocess.Popen(
+            taskset(cpus, cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout: float = 600) -> None:
+        """Wait for wrk to exit without reaping it, so its CPU time can still be read."""
+        wait_unreaped(self.proc, timeout)
+
+    def result(self) -> dict[str, Any]:
+        """ok, bad, outstanding, requests, rate (good answers/s), wrk's error counters, p50/p90/p99/
+        p99.9/max (ms) and ``notes``: whatever else wrk and the script printed (first bad answers)."""
+        out, _ = self.proc.communicate(timeout=600)
+        text = out.decode(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("BENCH_RESULT "):
+                d: dict[str, Any] = json.loads(line[len("BENCH_RESULT ") :])
+                d["seconds"] = d["duration_us"] / 1e6
+                d["rate"] = d["ok"] / d["seconds"] if d["seconds"] else 0.0
+                d["notes"] = [ln for ln in text.splitlines() if ln.startswith("challenge.lua:")]
+                return d
+        raise RuntimeError(f"wrk gave no result:\n{text[-2000:]}")
+
+
 class SubscriberProc:
     """``python -m bench.subscriber`` in its own process, driven over stdin/stdout."""
 
@@ -113,6 +163,8 @@ class SubscriberProc:
         count: int = 1,
         distinct: bool = False,
         reply_url: str | None = None,
+        reply_ws: bool = False,
+        uvloop: bool = False,
         cpus: str | None = None,
     ) -> None:
         self.connections = count
@@ -131,6 +183,10 @@ class SubscriberProc:
             cmd.append("--distinct")
         if reply_url:
             cmd += ["--reply", reply_url]
+        if reply_ws:
+            cmd.append("--reply-ws")
+        if uvloop:
+            cmd.append("--uvloop")
         self.proc = subprocess.Popen(
             taskset(cpus, cmd),
             stdin=subprocess.PIPE,

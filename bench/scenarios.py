@@ -3,15 +3,14 @@ of the server, the load generator and the subscriber during the run (to tell who
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loadgen import HERE, SubscriberProc, Wrk, wait_unreaped
+from .loadgen import ChallengeWrk, SubscriberProc, Wrk
 from .procstat import CpuMeter, pids_of, wait_rss_stable
-from .servers import Server, taskset
+from .servers import Server
 
 SATURATED = 90.0  # percent of one core
 
@@ -34,11 +33,38 @@ class Ctx:
 BUSY_MACHINE = 20.0
 
 
+def client_total(cpu: dict[str, float]) -> float:
+    """CPU of the client-side processes together: they share one core."""
+    return sum(pct for name, pct in cpu.items() if name not in ("server", "others"))
+
+
+def saturated_side(cpu: dict[str, float]) -> str:
+    """Which core ran out: "server", "client" (the figures then measure the load generator), "both",
+    or "none"."""
+    server = cpu.get("server", 0.0) >= SATURATED
+    client = client_total(cpu) >= SATURATED
+    return {(True, True): "both", (True, False): "server", (False, True): "client"}.get(
+        (server, client), "none"
+    )
+
+
+def cpu_summary(cpu: dict[str, float]) -> str:
+    """``server N% / clients M%`` for the report table, with the saturated side named."""
+    side = saturated_side(cpu)
+    return f"{cpu.get('server', 0.0):.0f} / {client_total(cpu):.0f}" + (
+        "" if side == "none" else f" ({side} saturated)"
+    )
+
+
 def cpu_text(cpu: dict[str, float]) -> str:
     parts = [
         f"{name} {pct:.0f}%{' SATURATED' if pct >= SATURATED and name != 'others' else ''}"
         for name, pct in cpu.items()
     ]
+    clients = [name for name in cpu if name not in ("server", "others")]
+    if len(clients) > 1:  # they share one core: together they can saturate it
+        total = client_total(cpu)
+        parts.append(f"client core {total:.0f}%{' SATURATED' if total >= SATURATED else ''}")
     if cpu.get("others", 0.0) > BUSY_MACHINE:
         parts.append("(machine busy with other processes: figures unreliable)")
     return "CPU " + ", ".join(parts)
@@ -113,53 +139,104 @@ def latency(ctx: Ctx, rates: list[float]) -> dict[str, Any]:
 
 
 def challenge(ctx: Ctx, concurrencies: list[int]) -> dict[str, Any]:
-    """Caller -> relay -> subscriber -> POST /sub/<request_id> -> relay -> caller."""
+    """Caller -> relay -> subscriber -> answer -> relay -> caller, with K closed-loop callers.
+
+    Callers: wrk with bench/challenge.lua (C; each answer checked against the challenges it issued).
+    Answers: the original protocol, ``POST /sub/<request_id>`` from bench/subscriber.py's keep-alive
+    pool, for both servers (keys ``chal_*``); then, for our relay only, protocol 2: a ``reply`` frame on
+    the subscriber's WebSocket (keys ``chal2_*``; nchan has no equivalent)."""
+    modes = [("chal", False)] + ([("chal2", True)] if ctx.server.name == "wslarkbot" else [])
+    out: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    for prefix, over_ws in modes:
+        out.update(_challenge_mode(ctx, concurrencies, prefix, over_ws, runs))
+    out["chal_failed"] = sum(v for key, v in out.items() if "_bad_" in key)
+    out["chal_runs"] = runs
+    return out
+
+
+def _challenge_mode(
+    ctx: Ctx, concurrencies: list[int], prefix: str, over_ws: bool, runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     path = "/hook/cli_challenge"
+    proto = "protocol 2" if over_ws else "POST /sub"
     sub = SubscriberProc(
-        ctx.server.ws_url, "/sub/cli_challenge", reply_url=ctx.server.url, cpus=ctx.client_cpus
+        ctx.server.ws_url,
+        "/sub/cli_challenge",
+        reply_url=None if over_ws else ctx.server.url,
+        reply_ws=over_ws,
+        uvloop=True,  # the replier's CPU per challenge is about a quarter lower than on asyncio's loop
+        cpus=ctx.client_cpus,
     )
     out: dict[str, Any] = {}
     try:
         sub.wait_probed(ctx.server.url, path, 1)
         for k in concurrencies:
-            cmd = [
-                sys.executable,
-                "-m",
-                "bench.challenge",
-                "--url",
-                ctx.server.url,
-                "--path",
-                path,
-                "--concurrency",
-                str(k),
-                "--seconds",
-                str(ctx.seconds),
-            ]
-            proc = subprocess.Popen(
-                taskset(ctx.client_cpus, cmd), stdout=subprocess.PIPE, text=True, cwd=HERE.parent
-            )
+            sub.command("reset")
+            tag = f"{prefix}-{k}-{time.time_ns() % 10**12}"
+            wrk = ChallengeWrk(ctx.server.url, path, k, ctx.seconds, ctx.client_cpus, tag)
             meter = CpuMeter(
+                {"server": ctx.server.pids, "wrk": pids_of(wrk.pid), "replier": pids_of(sub.pid)}
+            )
+            try:
+                wrk.wait(ctx.seconds + 60)
+            except TimeoutError:
+                wrk.proc.kill()
+                raise
+            cpu = meter.stop()
+            res = wrk.result()
+            replies = _replier_settled(sub)
+            errors = {e: res[e] for e in ("connect", "read", "write", "timeout") if res[e]}
+            # Bad: wrong or non-200 answers, plus requests wrk gave up on. `outstanding` (issued, not
+            # answered well when wrk stopped) is at most K more than those: the calls in flight.
+            bad = res["bad"] + sum(errors.values())
+            lost = max(0, res["outstanding"] - k - bad)
+            extra = f", wrk errors {errors}" if errors else ""
+            if lost:
+                extra += f", {lost} calls never answered"
+            if replies.get("reply_failed") or replies.get("reply_ws_errors"):
+                extra += (
+                    f", replier: {replies.get('reply_failed')} POSTs failed "
+                    f"{replies.get('reply_statuses')}, {replies.get('reply_ws_errors')} error frames"
+                )
+            side = saturated_side(cpu)
+            ctx.note(
+                f"challenge x{k} ({proto}): {res['ok']} ok, {bad} bad, {res['rate']:.0f}/s, "
+                f"p50 {res['p50']:.2f} ms, p90 {res['p90']:.2f} ms, p99 {res['p99']:.2f} ms, "
+                f"p99.9 {res['p99.9']:.2f} ms, max {res['max']:.2f} ms{extra}; {cpu_text(cpu)}; "
+                f"saturated: {side}"
+            )
+            for note in res["notes"]:
+                ctx.note(f"  {note}")
+            out[f"{prefix}_p50_{k}"] = res["p50"]
+            out[f"{prefix}_p99_{k}"] = res["p99"]
+            out[f"{prefix}_rate_{k}"] = res["rate"]
+            out[f"{prefix}_bad_{k}"] = bad + lost
+            out[f"{prefix}_cpu_{k}"] = cpu_summary(cpu)
+            runs.append(
                 {
-                    "server": ctx.server.pids,
-                    "callers": pids_of(proc.pid),
-                    "subscriber": lambda: [sub.pid],
+                    "protocol": 2 if over_ws else 1,
+                    "callers": k,
+                    "cpu": cpu,
+                    "saturated": side,
+                    "replier": replies,
+                    **{key: v for key, v in res.items() if key != "notes"},
                 }
             )
-            wait_unreaped(proc, ctx.seconds + 60)
-            cpu = meter.stop()
-            stdout, _ = proc.communicate()
-            res = json.loads(stdout.strip().splitlines()[-1])
-            ctx.note(
-                f"challenge x{k}: {res['ok']} ok, {res['bad']} failed, {res['rate']:.0f}/s, "
-                f"p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms; {cpu_text(cpu)}"
-            )
-            out[f"chal_p50_{k}"] = res["p50"]
-            out[f"chal_p99_{k}"] = res["p99"]
-            out[f"chal_rate_{k}"] = res["rate"]
-            out[f"chal_bad_{k}"] = res["bad"]
     finally:
         sub.close()
     return out
+
+
+def _replier_settled(sub: SubscriberProc, timeout: float = 2.0) -> dict[str, Any]:
+    """The replier's counters once every challenge it got was answered (or after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = sub.stats()
+        done = stats.get("replied", 0) + stats.get("reply_failed", 0)
+        if done >= stats.get("challenges", 0) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.02)  # polling the subscriber's counters
 
 
 def idle_rss(ctx: Ctx, connections: int) -> dict[str, Any]:
