@@ -1,4 +1,4 @@
-"""PROTOTYPE, for measurement only (docs/performance.md, "Profile and optimisation"): the relay's two hot
+"""PROTOTYPE, for measurement only (docs/performance.md, "What would meet the rest"): the relay's two hot
 routes without aiohttp, on ``asyncio.Protocol`` + uvloop + orjson. Not the relay; nothing imports it.
 
 Serves ``POST /hook/<app_id>`` (signed bodies answered at once, unsigned ones wait for a reply, like

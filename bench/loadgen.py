@@ -58,75 +58,23 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-class Wrk:
-    """One wrk run: ``rate`` events/s (``None``: as fast as it can) for ``seconds``."""
-
-    def __init__(self, url: str, path: str, rate: float | None, seconds: float, cpus: str | None) -> None:
-        connections = 64 if rate is None else max(4, math.ceil(rate * BACKLOG_MS / 1000))
-        env = {**os.environ, "BENCH_PATH": path, "BENCH_PAD": PAD, "BENCH_RATE": str(rate or 0)}
-        cmd = [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(WRK_SCRIPT),
-            url,
-        ]
-        self.proc = subprocess.Popen(
-            taskset(cpus, cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait(self) -> None:
-        """Wait for wrk to exit without reaping it, so its CPU time can still be read."""
-        wait_unreaped(self.proc)
-
-    def result(self) -> WrkResult:
-        out, _ = self.proc.communicate(timeout=600)
-        text = out.decode(errors="replace")
-        for line in text.splitlines():
-            if line.startswith("BENCH_RESULT "):
-                d = json.loads(line[len("BENCH_RESULT ") :])
-                errors = {k: int(d[k]) for k in ("connect", "read", "write", "status", "timeout")}
-                return WrkResult(
-                    d["requests"],
-                    d["duration_us"] / 1e6,
-                    errors,
-                    d["lat_p50_us"] / 1e3,
-                    d["lat_p99_us"] / 1e3,
-                )
-        raise RuntimeError(f"wrk gave no result:\n{text[-2000:]}")
-
-
-class ChallengeWrk:
-    """One wrk run of ``connections`` closed-loop challenge callers (bench/challenge.lua) for ``seconds``.
-
-    ``run_tag`` (letters, digits, '-') goes into every challenge and request id, so two runs against
-    the same server never reuse one."""
+class _WrkRun:
+    """One ``wrk -t1`` process running a Lua script that ends by printing ``BENCH_RESULT {json}``."""
 
     def __init__(
-        self, url: str, path: str, connections: int, seconds: float, cpus: str | None, run_tag: str
+        self,
+        script: Path,
+        url: str,
+        connections: int,
+        seconds: float,
+        cpus: str | None,
+        env: dict[str, str],
+        timeout: str,
     ) -> None:
-        env = {**os.environ, "BENCH_PATH": path, "BENCH_RUN": run_tag}
-        cmd = [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "2s",
-            "-s",
-            str(CHALLENGE_SCRIPT),
-            url,
-        ]
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", timeout]
+        cmd += ["-s", str(script), url]
         self.proc = subprocess.Popen(
-            taskset(cpus, cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            taskset(cpus, cmd), env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
 
     @property
@@ -137,19 +85,52 @@ class ChallengeWrk:
         """Wait for wrk to exit without reaping it, so its CPU time can still be read."""
         wait_unreaped(self.proc, timeout)
 
-    def result(self) -> dict[str, Any]:
-        """ok, bad, outstanding, requests, rate (good answers/s), wrk's error counters, p50/p90/p99/
-        p99.9/max (ms) and ``notes``: whatever else wrk and the script printed (first bad answers)."""
+    def _bench_result(self) -> tuple[dict[str, Any], str]:
+        """The ``BENCH_RESULT`` object and wrk's whole output."""
         out, _ = self.proc.communicate(timeout=600)
         text = out.decode(errors="replace")
         for line in text.splitlines():
             if line.startswith("BENCH_RESULT "):
-                d: dict[str, Any] = json.loads(line[len("BENCH_RESULT ") :])
-                d["seconds"] = d["duration_us"] / 1e6
-                d["rate"] = d["ok"] / d["seconds"] if d["seconds"] else 0.0
-                d["notes"] = [ln for ln in text.splitlines() if ln.startswith("challenge.lua:")]
-                return d
+                return json.loads(line[len("BENCH_RESULT ") :]), text
         raise RuntimeError(f"wrk gave no result:\n{text[-2000:]}")
+
+
+class Wrk(_WrkRun):
+    """One wrk run: ``rate`` events/s (``None``: as fast as it can) for ``seconds``."""
+
+    def __init__(self, url: str, path: str, rate: float | None, seconds: float, cpus: str | None) -> None:
+        connections = 64 if rate is None else max(4, math.ceil(rate * BACKLOG_MS / 1000))
+        env = {"BENCH_PATH": path, "BENCH_PAD": PAD, "BENCH_RATE": str(rate or 0)}
+        super().__init__(WRK_SCRIPT, url, connections, seconds, cpus, env, timeout="5s")
+
+    def result(self) -> WrkResult:
+        d, _ = self._bench_result()
+        errors = {k: int(d[k]) for k in ("connect", "read", "write", "status", "timeout")}
+        return WrkResult(
+            d["requests"], d["duration_us"] / 1e6, errors, d["lat_p50_us"] / 1e3, d["lat_p99_us"] / 1e3
+        )
+
+
+class ChallengeWrk(_WrkRun):
+    """One wrk run of ``connections`` closed-loop challenge callers (bench/challenge.lua) for ``seconds``.
+
+    ``run_tag`` (letters, digits, '-') goes into every challenge and request id, so two runs against
+    the same server never reuse one."""
+
+    def __init__(
+        self, url: str, path: str, connections: int, seconds: float, cpus: str | None, run_tag: str
+    ) -> None:
+        env = {"BENCH_PATH": path, "BENCH_RUN": run_tag}
+        super().__init__(CHALLENGE_SCRIPT, url, connections, seconds, cpus, env, timeout="2s")
+
+    def result(self) -> dict[str, Any]:
+        """ok, bad, outstanding, requests, rate (good answers/s), wrk's error counters, p50/p90/p99/
+        p99.9/max (ms) and ``notes``: whatever else wrk and the script printed (first bad answers)."""
+        d, text = self._bench_result()
+        d["seconds"] = d["duration_us"] / 1e6
+        d["rate"] = d["ok"] / d["seconds"] if d["seconds"] else 0.0
+        d["notes"] = [ln for ln in text.splitlines() if ln.startswith("challenge.lua:")]
+        return d
 
 
 class SubscriberProc:
