@@ -71,6 +71,7 @@ _CLOSE_TIMEOUT = 1.0
 _ABNORMAL_CLOSURE = 1006
 _NO_STATUS = 1005
 _TOO_BIG = 1009
+_INTERNAL_ERROR = 1011
 _TRY_AGAIN_LATER = 1013
 
 # The last frame encoded and its bytes: an event fanned out to N subscribers is encoded once.
@@ -358,6 +359,9 @@ class FastConnection(asyncio.Protocol):
                 answer = refused_sub
         except Exception:
             log.exception("fast path: %s %s failed", head.method, head.path[:100])
+            if self.sub is not None:  # already switched to WebSocket: no HTTP answer on that stream
+                self._fail(_INTERNAL_ERROR, "internal relay error")
+                return
             answer = error_answer(500, "internal relay error")
         self._respond(answer, close=head.close)
 
