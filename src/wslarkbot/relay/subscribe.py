@@ -38,6 +38,7 @@ __all__ = [
     "on_client_frame",
     "open_subscription",
     "refuse",
+    "set_nodelay",
     "too_slow",
 ]
 
@@ -134,9 +135,12 @@ def _delivery_options(
     return group, since
 
 
-def _set_nodelay(request: web.Request) -> None:
-    """aiohttp already sets TCP_NODELAY on accepted sockets; make sure for the long-lived ones."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
+def set_nodelay(transport: asyncio.BaseTransport | None) -> None:
+    """TCP_NODELAY on a subscriber's socket: frames go out at once, not after the previous one's ACK.
+
+    The event loops set it on accepted sockets already; this makes sure for the long-lived ones.
+    """
+    sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -250,7 +254,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
     writer: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
-        _set_nodelay(request)
+        set_nodelay(request.transport)
         writer = asyncio.get_running_loop().create_task(_writer(ws, sub))
         sub.on_overload = _kick_slow(state, request, ws, writer)
         connected(state, sub, ws, request.query.get("since", ""))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,14 @@ from ...wire import HOOK_ORG_ID
 from ..answer import Answer, Origin, error_answer
 from ..publish import check_reply_target, publish_webhook, resolve_reply, webhook_channel
 from ..state import log
-from ..subscribe import connected, disconnected, on_client_frame, open_subscription, too_slow
+from ..subscribe import (
+    connected,
+    disconnected,
+    on_client_frame,
+    open_subscription,
+    set_nodelay,
+    too_slow,
+)
 from ..subscriber import Subscriber
 from .eager import start_eagerly
 from .http1 import MAX_HEAD_BYTES, Head, parse_head, response
@@ -400,12 +406,7 @@ class FastConnection(asyncio.Protocol):
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii") + b"\r\n\r\n"
         )
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - the socket closed meanwhile
-                pass
+        set_nodelay(transport)
         self.sub = sub
         self._reader = FrameReader(state.config.max_ws_message_bytes)
         self._busy = False

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ...exceptions import ConfigurationError
 from ..longconn.server import GATEWAY_KEY
 from ..state import STATE_KEY, log
 from .connection import FastConnection
@@ -49,7 +50,7 @@ class FastFront:
     def aiohttp_handler(self) -> asyncio.Protocol:
         """A fresh aiohttp request handler, for a connection handed over."""
         if self._server is None:  # pragma: no cover - set in start()
-            raise RuntimeError("FastFront is not started")
+            raise ConfigurationError("FastFront is not started")
         return self._server()
 
     def track(self, task: asyncio.Task[Any]) -> None:
@@ -111,7 +112,7 @@ class FastSite(web.TCPSite):
         await web.BaseSite.start(self)
         server = self._runner.server
         if server is None:  # pragma: no cover - the runner is set up first
-            raise RuntimeError("runner not set up")
+            raise ConfigurationError("FastSite started before its runner was set up")
         self._front.start(server)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
