@@ -21,11 +21,11 @@ from aiohttp import web
 from ..exceptions import ProtocolError
 from ..wire import CHANNEL_RE, HOOK_ORG_ID, REQUEST_ID_RE, Envelope, is_org_channel
 from .answer import SUCCESS, Answer, Origin, error_answer, to_response
-from .limits import BackendUnavailable, LimitExceeded
+from .limits import LimitExceeded
 from .longconn.server import GATEWAY_KEY
 from .pending import TIMED_OUT, Outcome, PendingEntry, Resolution, wait_outcome
 from .policy import WaitKind, classify, timeout_for
-from .state import STATE_KEY, RelayState, log
+from .state import STATE_KEY, RelayState, log, refusal
 
 __all__ = [
     "check_reply_target",
@@ -69,11 +69,9 @@ def too_big(limit: int) -> LimitExceeded:
 
 def reject(state: RelayState, origin: Origin, exc: LimitExceeded, **context: object) -> Answer:
     """Count, log (one line an operator can act on) and answer a refused request."""
-    state.stats.rejected += 1
-    extra = " ".join(f"{k}={v}" for k, v in context.items())
-    # An unreachable backend is logged once per state change by the hub, not once per request.
-    log.log(
-        logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING,
+    return refusal(
+        state,
+        exc,
         "rejected %s %s from %s: %d %s (%s) %s",
         origin.method,
         origin.path[:100],
@@ -81,10 +79,8 @@ def reject(state: RelayState, origin: Origin, exc: LimitExceeded, **context: obj
         exc.status,
         exc.reason,
         exc.limit,
-        extra,
+        " ".join(f"{k}={v}" for k, v in context.items()),
     )
-    headers = {"Retry-After": str(state.config.retry_after)} if exc.status == 503 else None
-    return error_answer(exc.status, exc.reason, headers)
 
 
 def _origin(request: web.Request) -> Origin:

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from .answer import Answer, error_answer
 from .auth import AccessPolicy
 from .config import RelayConfig
 from .hub import Hub, Subscriber
+from .limits import BackendUnavailable, LimitExceeded
 from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
 
-__all__ = ["STATE_KEY", "Closable", "RelayState", "json_error", "log"]
+__all__ = ["STATE_KEY", "Closable", "RelayState", "json_error", "log", "refusal"]
 
 log = logging.getLogger("wslarkbot.relay")
 
@@ -55,3 +57,18 @@ def json_error(status: int, msg: str, *, headers: dict[str, str] | None = None) 
         content_type="application/json",
         headers=headers,
     )
+
+
+def refusal(
+    state: RelayState, exc: LimitExceeded, line: str, *args: object, headers: dict[str, str] | None = None
+) -> Answer:
+    """Count a refused request, log ``line % args`` (one line an operator can act on), answer ``exc``.
+
+    An unreachable backend is logged at DEBUG: the hub logs it once per state change, not once per
+    request. A 503 carries ``Retry-After``.
+    """
+    state.stats.rejected += 1
+    log.log(logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING, line, *args)
+    if exc.status == 503:
+        headers = {**(headers or {}), "Retry-After": str(state.config.retry_after)}
+    return error_answer(exc.status, exc.reason, headers or None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 from collections.abc import Callable, Mapping
 
@@ -21,14 +20,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from .. import __version__
 from ..exceptions import ProtocolError
 from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
-from .answer import Answer, Origin, error_answer, to_response
+from .answer import Answer, Origin, to_response
 from .auth import REALM
 from .buffer import parse_since
 from .groups import GROUP_RE
 from .hub import Subscriber
-from .limits import BackendUnavailable, LimitExceeded, parse_channel_list
+from .limits import LimitExceeded, parse_channel_list
 from .pending import Outcome, Resolution
-from .state import STATE_KEY, Closable, RelayState, log
+from .state import STATE_KEY, Closable, RelayState, log, refusal
 
 __all__ = [
     "SERVER_NAME",
@@ -49,26 +48,23 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 def refuse(state: RelayState, origin: Origin, exc: LimitExceeded) -> Answer:
     """Count, log and answer a refused subscription (401 with ``WWW-Authenticate``, 503 ``Retry-After``)."""
-    state.stats.rejected += 1
-    # An unreachable backend is logged once per state change by the hub, not once per attempt.
-    log.log(
-        logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING,
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    if exc.status == 426:
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+    return refusal(
+        state,
+        exc,
         "subscribe refused from %s to %s: %d %s (%s)",
         origin.remote,
         origin.path[:100],
         exc.status,
         exc.reason,
         exc.limit,
+        headers=headers,
     )
-    headers: dict[str, str] = {}
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
-    if exc.status == 503:
-        headers["Retry-After"] = str(state.config.retry_after)
-    if exc.status == 426:
-        headers["Upgrade"] = "websocket"
-        headers["Connection"] = "Upgrade"
-    return error_answer(exc.status, exc.reason, headers or None)
 
 
 async def _writer(ws: web.WebSocketResponse, sub: Subscriber) -> None:
