@@ -97,7 +97,8 @@ def sustained(ctx: Ctx, steps: list[float]) -> dict[str, Any]:
             ctx.note(
                 f"sustained offered {rate:.0f}/s: sent {res.rate:.0f}/s, 2xx {res.accepted}, "
                 f"non-2xx {res.errors['status']}, received {stats['unique']}, lost {lost}, "
-                f"dup {stats['duplicates']}, HTTP p50/p99 {res.http_p50_ms:.2f}/{res.http_p99_ms:.2f} ms; "
+                f"dup {stats['duplicates']}, late from the previous step {stats.get('stale', 0)}, "
+                f"HTTP p50/p99 {res.http_p50_ms:.2f}/{res.http_p99_ms:.2f} ms; "
                 f"{cpu_text(cpu)}"
             )
             runs.append({"offered": rate, "achieved": achieved, "lost": lost, "cpu": cpu, **res.errors})

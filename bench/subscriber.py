@@ -78,9 +78,17 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 
 
 class Stats:
-    """What all connections of this process received since the last reset."""
+    """What all connections of this process received since the last reset.
+
+    ``since`` is ``monotonic_ns()`` at the last reset: a benchmark message whose send time ``t`` is
+    older was sent before the reset, by the previous run (a request still in the server when wrk
+    stopped, which wrk does not count and the harness's drain did not wait for). Such messages are
+    counted as ``stale`` only: each wrk run numbers its bodies from 1 again, so counting them would
+    report the next run's copies of those sequence numbers as duplicates (and could hide a loss)."""
 
     def __init__(self, connections: int) -> None:
+        self.since = time.monotonic_ns()
+        self.stale = 0
         self.per_conn = [0] * connections
         self.seqs: set[int] = set()
         self.duplicates = 0
@@ -90,6 +98,8 @@ class Stats:
         self.other = 0
 
     def reset(self) -> None:
+        self.since = time.monotonic_ns()  # the same clock as wrk's ``t`` (CLOCK_MONOTONIC)
+        self.stale = 0
         self.per_conn = [0] * len(self.per_conn)
         self.seqs.clear()
         self.duplicates = 0
@@ -195,6 +205,9 @@ class Subscriber(asyncio.Protocol):
             seq = int(payload[j:k])
             t_end = payload.index(b"}", k)
             sent = int(payload[k + 5 : t_end])  # ,"t":<ns>}
+            if sent < stats.since:  # sent before the last reset: a late message of the previous run
+                stats.stale += 1
+                return
             stats.per_conn[self.index] += 1
             if seq in stats.seqs and len(stats.per_conn) == 1:
                 stats.duplicates += 1
@@ -523,6 +536,7 @@ async def amain(args: argparse.Namespace) -> None:
                 "per_conn": stats.per_conn if len(stats.per_conn) <= 100 else [],
                 "unique": len(stats.seqs),
                 "duplicates": stats.duplicates,
+                "stale": stats.stale,
                 "probes": stats.probes,
                 "probed_connections": len(stats.probed),
                 "other": stats.other,
