@@ -378,3 +378,29 @@ async def test_event_to_original_clients_is_answered_at_once_and_leaves_no_waiti
         status = relay.status()
     assert resp.status_code == 200
     assert status["pending_replies"] == 0
+
+
+async def test_hub_fans_out_to_the_groups_of_the_event_channel_only_while_they_have_members() -> None:
+    hub = InMemoryHub(max_subscribers_per_channel=10, max_pending_replies=10)
+
+    def member(channel: str, group: str | None) -> Subscriber:
+        return Subscriber((channel,), protocol=1, peer="p", max_buffer_bytes=1 << 20, group=group)
+
+    workers_a, workers_b, audit, other = (
+        member("cli_a", "workers"),
+        member("cli_a", "workers"),
+        member("cli_a", "audit"),
+        member("cli_b", "workers"),
+    )
+    broadcast = member("cli_a", None)
+    for sub in (workers_a, workers_b, audit, other, broadcast):
+        await hub.subscribe(sub)
+    assert hub.groups_of("cli_a") == ["workers", "audit"] and hub.groups_of("cli_b") == ["workers"]
+    first = await hub.publish(Event("cli_a", "r1", "1-0", '{"headers":{},"body":{}}'))
+    assert broadcast in first and audit in first and len(first) == 3  # one of the two workers
+    await hub.unsubscribe(audit)
+    assert hub.groups_of("cli_a") == ["workers"]
+    await hub.unsubscribe(workers_a)
+    await hub.unsubscribe(workers_b)
+    assert hub.groups_of("cli_a") == [] and hub.groups_of("cli_b") == ["workers"]
+    assert await hub.publish(Event("cli_a", "r2", "1-1", '{"headers":{},"body":{}}')) == [broadcast]

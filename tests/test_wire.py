@@ -114,5 +114,10 @@ def test_filter_headers_drops_credentials_and_hop_by_hop_headers() -> None:
     assert kept == {"x-request-id": "r"}
 
 
+def test_filter_headers_takes_pairs_in_arrival_order_and_the_last_repeated_name_wins() -> None:
+    pairs = [("X-Lark-Signature", "a"), ("Cookie", "c"), ("x-lark-signature", "b"), ("Host", "h")]
+    assert filter_headers(pairs) == {"x-lark-signature": "b", "host": "h"}
+
+
 def test_org_channels_are_those_starting_with_org_() -> None:
     assert is_org_channel("org_acme") and not is_org_channel("cli_a") and not is_org_channel("organic")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,14 +91,14 @@ def is_org_channel(name: str) -> bool:
     return name.startswith("org_")
 
 
-def filter_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Lower-case header names and drop credentials and hop-by-hop headers."""
-    out: dict[str, str] = {}
-    for key, value in headers.items():
-        lk = key.lower()
-        if lk not in _DROPPED_HEADERS:
-            out[lk] = value
-    return out
+def filter_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case header names and drop credentials and hop-by-hop headers.
+
+    ``headers`` is a mapping or ``(name, value)`` pairs in arrival order; of repeated names the last wins.
+    """
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    dropped = _DROPPED_HEADERS
+    return {lk: value for key, value in pairs if (lk := key.lower()) not in dropped}
 
 
 def _dumps(obj: Any) -> str:
@@ -125,8 +125,12 @@ class Envelope:
         app_id: str,
         org_id: str,
         request_id: str,
+        filtered: bool = False,
     ) -> Envelope:
         """Build the envelope for a webhook request (relay side).
+
+        Args:
+            filtered: ``headers`` is already :func:`filter_headers`' result; it is used (and updated) as is.
 
         Raises:
             ProtocolError: the body is not UTF-8 JSON.
@@ -136,7 +140,7 @@ class Envelope:
             body = _json.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError("request body is not UTF-8 JSON") from exc
-        hdrs = filter_headers(headers)
+        hdrs = headers if filtered and isinstance(headers, dict) else filter_headers(headers)
         hdrs["x-app-id"] = app_id
         hdrs["x-org-id"] = org_id
         hdrs["x-request-id"] = request_id

@@ -223,7 +223,8 @@ class BufferPolicy:
         return cls(patterns, size, ttl)
 
     def buffered(self, channel: str) -> bool:
-        return any(fnmatch.fnmatchcase(channel, p) for p in self.patterns)
+        # Asked for every webhook: no generator when nothing is buffered (the default).
+        return bool(self.patterns) and any(fnmatch.fnmatchcase(channel, p) for p in self.patterns)
 
 
 class BufferStore:
@@ -266,7 +267,8 @@ class BufferStore:
             if len(self._ids) > 10_000:  # bounded: ids of idle unbuffered channels restart from the clock
                 self._ids.clear()
             clock = self._ids[channel] = IdClock(self.clock)
-        return format_id(clock.next())
+        ms, seq = clock.next()
+        return f"{ms}-{seq}"  # format_id(), inlined: one per webhook
 
     def mark_acked(self, channel: str, entry_id: str) -> bool:
         buf = self._buffers.get(channel)
