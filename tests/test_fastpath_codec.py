@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import types
 
 import h11
 import pytest
 from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 
+from wslarkbot.relay.fastpath import http1
 from wslarkbot.relay.fastpath.http1 import Head, parse_head, response
 from wslarkbot.relay.fastpath.wsframe import (
     OP_BINARY,
@@ -363,6 +365,10 @@ HAND_OFF = {
     "bare-lf": head(b"X-Name: a\nb"),
     "nul": head(b"X-Name: a\x00b"),
     "empty-line-inside-head": head(b"Host: x", b""),
+    "junk-before-a-field-on-its-line": head(b"@junk X-A: a"),
+    "non-ascii-name": head(b"X-Caf\xc3\xa9: a"),
+    "bare-lf-before-a-valid-field": head(b"X-A: a\nX-B: b"),
+    "line-without-crlf-after-valid-ones": head(b"X-A: a", b"X-B: b\r"),
 }
 
 
@@ -414,3 +420,25 @@ def test_response_with_empty_body_and_unknown_status() -> None:
     resp, got, _ = h11_parse(response(599, b""))
     assert (resp.status_code, resp.reason, got) == (599, b"Unknown", b"")
     assert dict(resp.headers)[b"content-length"] == b"0"
+
+
+def test_response_reuses_a_small_answer_within_its_second_and_rebuilds_it_with_the_next_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(http1, "time", types.SimpleNamespace(time=lambda: now[0]))
+    body = b'{"msg":"success"}'
+    first = response(200, body)
+    assert response(200, body) is first  # built once for this second
+    other = response(200, b'{"msg":"other"}')
+    assert h11_parse(other)[1] == b'{"msg":"other"}'
+    closing = response(200, body, close=True)
+    assert h11_parse(closing)[2].their_state is h11.MUST_CLOSE
+    with_headers = response(200, body, {"X-Request-Id": "r1"})
+    assert (b"x-request-id", b"r1") in h11_parse(with_headers)[0].headers
+    assert response(200, body) is first  # neither of those replaced it
+    now[0] += 1
+    later = response(200, body)
+    dates = [dict(h11_parse(raw)[0].headers)[b"date"] for raw in (first, later)]
+    assert dates[0] != dates[1]
+    assert email.utils.parsedate_to_datetime(dates[1].decode()).timestamp() == int(now[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import NamedTuple
@@ -24,11 +25,12 @@ __all__ = ["MAX_HEAD_BYTES", "Head", "parse_head", "response"]
 MAX_HEAD_BYTES = 16 * 1024
 
 # RFC 9112 §3 request line (GET/POST, origin-form of visible ASCII, HTTP/1.1), then header lines: an
-# RFC 9110 §5.6.2 token, ':', a value of visible ASCII, SP and HTAB (§5.5, ASCII only), CRLF. One C-level
-# match checks the whole head (a Python loop over the lines cost more than the rest of the parsing).
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_HEAD = re.compile(rb"(GET|POST) (/[!-~]*) HTTP/1\.1\r\n((?:" + _TOKEN + rb":[ -~\t]*\r\n)*)")
-_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r]*)\r\n")
+# RFC 9110 §5.6.2 token, ':', a value of visible ASCII, SP and HTAB (§5.5, ASCII only), CRLF. Each field
+# line must match from its start (``^``, MULTILINE) to its CRLF, so the head is valid exactly when there
+# are as many matches as lines: one C-level pass parses and checks all the lines (a Python loop over
+# the lines cost more than the rest of the parsing).
+_REQUEST_LINE = re.compile(rb"(GET|POST) (/[!-~]*) HTTP/1\.1")
+_FIELD = re.compile(r"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([ -~\t]*)\r\n", re.MULTILINE)
 _CONTENT_LENGTH = re.compile(r"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*\r\n")
 _CONNECTION = re.compile(r"\r\nconnection:([^\r]*)")
 _SERVER = f"wslarkbot/{__version__}".encode("ascii")
@@ -53,7 +55,14 @@ def parse_head(head: bytes) -> Head | None:
 
     Returns None for anything outside the strict subset in the module docstring.
     """
-    m = _HEAD.fullmatch(head + b"\r\n")
+    end = head.find(b"\r\n")
+    if end < 0:
+        m = _REQUEST_LINE.fullmatch(head)
+        block = ""
+    else:
+        m = _REQUEST_LINE.fullmatch(head, 0, end)
+        # latin-1 never fails; a byte beyond ASCII then fails _FIELD's value class (the line count check).
+        block = head[end + 2 :].decode("latin-1") + "\r\n"
     if m is None:
         return None
     target = m.group(2).decode("ascii")
@@ -61,9 +70,10 @@ def parse_head(head: bytes) -> Head | None:
         return None
     length = 0
     close = False
-    block = m.group(3).decode("ascii")
     headers: list[tuple[str, str]] = _FIELD.findall(block)
     if block:
+        if len(headers) != block.count("\n"):  # a line _FIELD could not match from its start to its CRLF
+            return None
         low = "\r\n" + block.lower()
         # A false alarm ("x-expect:") only hands the request to aiohttp; none can be missed.
         if "transfer-encoding:" in low or "expect:" in low:
@@ -85,26 +95,38 @@ def parse_head(head: bytes) -> Head | None:
 
 
 _date = (0, b"")
+#: Complete small answers (``{"msg":"success"}`` and the like) of the current second: most webhooks get
+#: the same bytes, built once per ``Date``.
+_answers: dict[tuple[int, bytes], bytes] = {}
+_MAX_CACHED_BODY = 256
+_MAX_CACHED = 64
 
 
 def _date_line() -> bytes:
-    """``Date: ...\\r\\n`` (RFC 9110 §6.6.1), formatted at most once a second."""
+    """``Date: ...\r\n`` (RFC 9110 §6.6.1), formatted at most once a second."""
     global _date
     now = int(time.time())
     if _date[0] != now:
         _date = (now, b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n")
+        _answers.clear()
     return _date[1]
 
 
 def response(
-    status: int, body: bytes, headers: dict[str, str] | None = None, *, close: bool = False
+    status: int, body: bytes, headers: Mapping[str, str] | None = None, *, close: bool = False
 ) -> bytes:
     """A complete ``HTTP/1.1`` response with a JSON ``body``."""
+    date = _date_line()
+    cacheable = not headers and not close and len(body) <= _MAX_CACHED_BODY
+    if cacheable:
+        cached = _answers.get((status, body))
+        if cached is not None:
+            return cached
     reason = _REASONS.get(status, b"Unknown")
     parts = [
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
         % (status, reason, len(body)),
-        _date_line(),
+        date,
         b"Server: " + _SERVER + b"\r\n",
     ]
     if headers:
@@ -114,4 +136,7 @@ def response(
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
     parts.append(body)
-    return b"".join(parts)
+    data = b"".join(parts)
+    if cacheable and len(_answers) < _MAX_CACHED:
+        _answers[(status, body)] = data
+    return data
