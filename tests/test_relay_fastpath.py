@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from wslarkbot import __version__
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.runner import RunningRelay
+from wslarkbot.relay.state import STATE_KEY
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
 EVENT = {"schema": "2.0", "header": {"event_type": "im.message.receive_v1", "event_id": "e"}, "event": {}}
@@ -320,3 +321,52 @@ async def test_a_client_that_does_not_read_its_answers_is_paused_and_then_gets_e
     writer.close()
     assert blocked
     assert statuses == {503: sent}  # nobody subscribed: each answered honestly, none dropped
+
+
+async def read_server_frame(reader: asyncio.StreamReader) -> bytes:
+    """The payload of one unmasked, unfragmented frame from the relay."""
+    header = await asyncio.wait_for(reader.readexactly(2), 5)
+    assert header[0] == 0x81, header  # FIN + text
+    n = header[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 5), "big")
+    elif n == 127:
+        n = int.from_bytes(await asyncio.wait_for(reader.readexactly(8), 5), "big")
+    return await asyncio.wait_for(reader.readexactly(n), 5)
+
+
+async def test_subscriber_that_stops_reading_then_reads_again_gets_every_event_in_order(
+    http: httpx.AsyncClient,
+) -> None:
+    """Frames are written straight to the socket while it takes them, queued while it is backed up, and
+    sent from the queue when it drains: none lost, none reordered (also those published while queued)."""
+    async with run_relay(test_config(max_subscriber_buffer_bytes=32 * 1024 * 1024)) as relay:
+        # Default socket buffers (a tiny SO_RCVBUF would make reading everything back take minutes).
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, limit=1 << 20)
+        writer.write(
+            b"GET /sub/cli_pause HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        reader._transport.pause_reading()  # type: ignore[attr-defined]  # stop reading for a while
+        (sub,) = relay.app[STATE_KEY].hub.subscribers()
+        sent = 0
+        queued_while_publishing = False
+        while sent < 400 and not queued_while_publishing:
+            body = {"encrypt": "A" * 100_000, "i": sent}
+            resp = await http.post(f"{relay.url}/hook/cli_pause", json=body, headers=SIGNED)
+            assert resp.status_code == 200, resp.text
+            sent += 1
+            queued_while_publishing = queued_while_publishing or sub.buffered_bytes > 0
+        # More published while frames wait in the queue: they must come after those.
+        for _ in range(3):
+            resp = await http.post(
+                f"{relay.url}/hook/cli_pause", json={"encrypt": "B", "i": sent}, headers=SIGNED
+            )
+            assert resp.status_code == 200
+            sent += 1
+        reader._transport.resume_reading()  # type: ignore[attr-defined]
+        got = [json.loads(await read_server_frame(reader))["body"]["i"] for _ in range(sent)]
+        writer.close()
+    assert queued_while_publishing  # the socket did back up: the queue was used
+    assert got == list(range(sent))

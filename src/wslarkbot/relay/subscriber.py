@@ -68,6 +68,10 @@ class Subscriber:
         #: called (synchronously) when a frame is queued or the subscriber closes, instead of waking a writer
         #: task: the fast path writes frames to its transport from there (relay/fastpath/connection.py).
         self.on_ready: Callable[[], None] | None = None
+        #: the fast path's "write this live frame now": True if the connection took it (written, or batched
+        #: for the end of this loop iteration), False if it cannot now (then it is queued as usual). Tried
+        #: only when nothing is queued, so frames keep their order; saves a queue round trip per event.
+        self.write_now: Callable[[str], bool] | None = None
 
     def __repr__(self) -> str:
         group = f" group={self.group}" if self.group else ""
@@ -92,6 +96,9 @@ class Subscriber:
             return False
         if self._held is not None:
             self._held.append((key, frame, replay))
+            return True
+        write_now = self.write_now
+        if write_now is not None and not (replay or self._frames or self._backlog) and write_now(frame):
             return True
         if not replay and not self._fits(len(frame)):
             self.overloaded = True

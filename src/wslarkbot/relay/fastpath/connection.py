@@ -350,9 +350,7 @@ class FastConnection(asyncio.Protocol):
                 org = head.path[1 : len(head.path) - len(target) - 1]
                 channel = webhook_channel(state, origin, org, target)
                 if isinstance(channel, str):
-                    answer = await publish_webhook(
-                        state, origin, channel, org, target, CIMultiDict(head.headers), body
-                    )
+                    answer = await publish_webhook(state, origin, channel, org, target, head.headers, body)
                 else:
                     answer = channel
             elif route == _REPLY:
@@ -377,7 +375,7 @@ class FastConnection(asyncio.Protocol):
         if transport is None:
             return
         close = close or self._eof or self.front.closing
-        transport.write(response(answer.status, answer.body, dict(answer.headers or {}), close=close))
+        transport.write(response(answer.status, answer.body, answer.headers, close=close))
         if close:
             self._buf = None
             self.close_transport()
@@ -413,6 +411,7 @@ class FastConnection(asyncio.Protocol):
         leftover, self._buf = self._buf, None
         sub.on_overload = self._overloaded
         sub.on_ready = self._drain
+        sub.write_now = self._write_now
         connected(state, sub, self, query.get("since", ""))
         self._drain()
         if self._reading_paused:
@@ -436,20 +435,30 @@ class FastConnection(asyncio.Protocol):
                 frame = sub.pop_frame()
                 if frame is None:
                     break
-                data = _encoded(frame)
-                out = self._out
-                if out is None:
-                    # The first frame of a loop iteration goes out at once (latency); later ones wait for the
-                    # end of the iteration and go out together: under load, the frames of all the webhooks
-                    # read in one iteration cost one send() and one wake-up of the peer, which together cost
-                    # more than the rest of an event.
-                    self._out = []
-                    asyncio.get_running_loop().call_soon(self._flush)
-                    transport.write(data)
-                else:
-                    out.append(data)
+                self._send(_encoded(frame))
         finally:
             self._draining = False
+
+    def _write_now(self, frame: str) -> bool:
+        """The subscriber's :attr:`~.Subscriber.write_now`: send ``frame`` unless the transport is not
+        taking frames now (then the subscriber queues it and :meth:`_drain` sends it later)."""
+        if self._draining or self._paused or self.close_sent or self.transport is None:
+            return False
+        self._send(_encoded(frame))
+        return True
+
+    def _send(self, data: bytes) -> None:
+        out = self._out
+        if out is None:
+            # The first frame of a loop iteration goes out at once (latency); later ones wait for the end of
+            # the iteration and go out together: under load, the frames of all the webhooks read in one
+            # iteration cost one send() and one wake-up of the peer, which together cost more than the rest
+            # of an event.
+            self._out = []
+            asyncio.get_running_loop().call_soon(self._flush)
+            self.transport.write(data)
+        else:
+            out.append(data)
 
     def _flush(self) -> None:
         out, self._out = self._out, None
