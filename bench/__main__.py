@@ -76,7 +76,7 @@ def machine_facts() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{os.cpu_count()} CPUs ({model}), {mem_gib:.0f} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()} ({sys.executable}, which also runs wslarkbot serve)"
     )
 
 
@@ -127,7 +127,7 @@ def run_server(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         )
         for scenario in args.only:
             if scenario == "sustained":
-                results.update(scenarios.sustained(ctx, args.steps))
+                results.update(scenarios.sustained(ctx, args.steps, args.refine))
             elif scenario == "latency":
                 results.update(scenarios.latency(ctx, args.latency_rates))
             elif scenario == "challenge":
@@ -156,6 +156,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, help="length of each measured run (default 10, quick 1)")
     parser.add_argument("--steps", help="offered rates for the lossless search, e.g. 1000,2000,4000")
+    parser.add_argument(
+        "--refine",
+        type=int,
+        help="after the first step that loses or refuses events, bisect this many more runs between it "
+        "and the last clean step (default 2, quick 0)",
+    )
     parser.add_argument("--idle-connections", type=int, help="WebSockets for the RSS figure (default 1000)")
     parser.add_argument("--fanout-rate", type=float, help="offered ev/s with 10 subscribers (default 1000)")
     parser.add_argument(
@@ -178,12 +184,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.seconds = args.seconds or 1.0
         args.steps = args.steps or "500,2000"
+        args.refine = 0 if args.refine is None else args.refine
         args.idle_connections = args.idle_connections or 200
         args.fanout_rate = args.fanout_rate or 200
         args.latency_rates = [200, 1000]
     else:
         args.seconds = args.seconds or 10.0
         args.steps = args.steps or "1000,2000,4000,6000,8000,12000,16000,24000,32000"
+        args.refine = 2 if args.refine is None else args.refine
         args.idle_connections = args.idle_connections or 1000
         args.fanout_rate = args.fanout_rate or 1000
         args.latency_rates = [200, 1000, 3000]

@@ -82,33 +82,58 @@ def _publish_run(
     return res, cpu, sub.drain(res.accepted * sub.connections)
 
 
-def sustained(ctx: Ctx, steps: list[float]) -> dict[str, Any]:
-    """Offered-rate steps to one subscriber; the best rate with every 2xx-answered event delivered."""
+def sustained(ctx: Ctx, steps: list[float], refine: int = 0) -> dict[str, Any]:
+    """Offered-rate steps to one subscriber; the best rate with every 2xx-answered event delivered.
+
+    A server that loses or refuses events below its CPU limit (nchan's shared memory) would otherwise be
+    credited with the last step below that point, up to a whole step too low: after the first step with a
+    loss or a refusal, ``refine`` more runs bisect between it and the last clean step.
+    """
     path = "/hook/cli_sustained"
     sub = SubscriberProc(ctx.server.ws_url, "/sub/cli_sustained", cpus=ctx.client_cpus)
     best = 0.0
-    runs = []
+    runs: list[dict[str, Any]] = []
+
+    def run(rate: float) -> tuple[bool, bool]:
+        """One step: (clean: nothing lost or refused, go_on: worth trying a higher rate)."""
+        nonlocal best
+        res, cpu, stats = _publish_run(ctx, sub, path, rate)
+        lost = max(0, res.accepted - stats["unique"])
+        achieved = res.accepted / res.seconds
+        ctx.note(
+            f"sustained offered {rate:.0f}/s: sent {res.rate:.0f}/s, 2xx {res.accepted}, "
+            f"non-2xx {res.errors['status']}, received {stats['unique']}, lost {lost}, "
+            f"dup {stats['duplicates']}, late from the previous step {stats.get('stale', 0)}, "
+            f"HTTP p50/p99 {res.http_p50_ms:.2f}/{res.http_p99_ms:.2f} ms; "
+            f"{cpu_text(cpu)}"
+        )
+        runs.append({"offered": rate, "achieved": achieved, "lost": lost, "cpu": cpu, **res.errors})
+        clean = lost == 0 and res.errors["status"] == 0
+        if clean:
+            best = max(best, achieved)
+        # Stop when the server no longer keeps up with the offered rate, or when the client side is
+        # saturated (the figure would then measure the client).
+        go_on = res.rate >= 0.8 * rate and max(cpu["wrk"], cpu["subscriber"]) < SATURATED
+        return clean, go_on
+
     try:
         sub.wait_probed(ctx.server.url, path, 1)
+        last_clean = 0.0
         for rate in steps:
-            res, cpu, stats = _publish_run(ctx, sub, path, rate)
-            lost = max(0, res.accepted - stats["unique"])
-            achieved = res.accepted / res.seconds
-            ctx.note(
-                f"sustained offered {rate:.0f}/s: sent {res.rate:.0f}/s, 2xx {res.accepted}, "
-                f"non-2xx {res.errors['status']}, received {stats['unique']}, lost {lost}, "
-                f"dup {stats['duplicates']}, late from the previous step {stats.get('stale', 0)}, "
-                f"HTTP p50/p99 {res.http_p50_ms:.2f}/{res.http_p99_ms:.2f} ms; "
-                f"{cpu_text(cpu)}"
-            )
-            runs.append({"offered": rate, "achieved": achieved, "lost": lost, "cpu": cpu, **res.errors})
-            if lost == 0 and res.errors["status"] == 0:
-                best = max(best, achieved)
-            # Stop at the first loss or refusal, when the server no longer keeps up with the offered
-            # rate, or when the client side is saturated (the figure would then measure the client).
-            if lost > 0 or res.errors["status"] > 0 or res.rate < 0.8 * rate:
+            clean, go_on = run(rate)
+            if not clean:
+                low, high = last_clean, rate
+                for _ in range(refine):
+                    mid = round((low + high) / 2 / 250) * 250  # 250 ev/s resolution at most
+                    if not low < mid < high:
+                        break
+                    if run(mid)[0]:
+                        low = mid
+                    else:
+                        high = mid
                 break
-            if max(cpu["wrk"], cpu["subscriber"]) >= SATURATED:
+            last_clean = rate
+            if not go_on:
                 break
     finally:
         sub.close()
