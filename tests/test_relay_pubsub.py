@@ -255,6 +255,8 @@ async def test_protocol2_reply_to_encrypted_body_becomes_the_response(
         )
         resp = await pending
     assert resp.status_code == 200 and resp.json() == toast
+    # Compact JSON with the text as is, as json.dumps(ensure_ascii=False, separators=(",", ":")) writes it.
+    assert resp.content.decode("utf-8") == '{"toast":{"type":"info","content":"好"}}'
 
 
 async def test_event_to_legacy_only_subscriber_is_answered_200_at_once(http: httpx.AsyncClient) -> None:

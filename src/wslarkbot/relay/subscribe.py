@@ -11,13 +11,12 @@ requests of the connection's own channels; refused ones get an ``error`` frame.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import Callable, Mapping
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .. import __version__
+from .. import __version__, _json
 from ..exceptions import ProtocolError
 from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
 from .answer import Answer, Origin, to_response
@@ -309,7 +308,7 @@ async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes)
         outcome = Outcome("ack", via="ws")
     else:
         body = msg.body if msg.body is not None else {}
-        outcome = Outcome("reply", json.dumps(body, ensure_ascii=False, separators=(",", ":")), via="ws")
+        outcome = Outcome("reply", _json.dumps(body), via="ws")  # compact, non-ASCII as is (orjson if there)
     # A group delivery or buffered event this connection got: answered now, so not handed on if the
     # connection closes, and (buffered) not replayed again.
     item = sub.inflight.pop(msg.request_id)
