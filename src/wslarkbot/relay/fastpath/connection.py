@@ -13,10 +13,12 @@ Any other request (other routes, gateway apps, bodies over the limit, anything t
 the connection to aiohttp at that request boundary: ``transport.set_protocol()`` to aiohttp's own handler,
 which gets the buffered bytes and serves the rest of the connection as it always did.
 
-In WebSocket mode there is no writer task: the subscriber calls :meth:`FastConnection._drain` when a frame
-is queued, and frames go straight to the transport while it accepts them (``pause_writing`` stops, and
-``resume_writing`` restarts, the draining; the subscriber's ``max_buffer_bytes`` bounds what waits). The
-encoded frame of an event is shared by all subscribers it is written to.
+In WebSocket mode there is no writer task: a live frame offered while nothing is queued goes straight to
+the transport (:meth:`FastConnection._write_now`); otherwise the subscriber queues it and calls
+:meth:`FastConnection._drain`, which writes queued frames while the transport accepts them
+(``pause_writing`` stops, and ``resume_writing`` restarts, the draining; the subscriber's
+``max_buffer_bytes`` bounds what waits). The encoded frame of an event is shared by all subscribers it is
+written to.
 """
 
 from __future__ import annotations
@@ -582,6 +584,7 @@ class FastConnection(asyncio.Protocol):
             return
         sub.close()
         sub.on_ready = None
+        sub.write_now = None
         task = asyncio.get_running_loop().create_task(self._unsubscribe(sub))
         self.front.track(task)
 
