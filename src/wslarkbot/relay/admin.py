@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from ..exceptions import ConfigurationError
+from .answer import error_answer, to_response
 from .auth import parse_basic_auth
 from .config import RelayConfig
 from .dashboard import DashboardObserver
@@ -35,7 +36,7 @@ from .htpasswd import entry_scheme, verify_entry
 from .longconn.server import GATEWAY_KEY
 from .metrics import MetricsObserver, RelayCollector, render
 from .observe import Observers
-from .state import STATE_KEY, json_error
+from .state import STATE_KEY
 
 __all__ = ["ADMIN_KEY", "ADMIN_REALM", "Admin", "AdminCredentials", "install"]
 
@@ -136,17 +137,19 @@ async def _authorized(request: web.Request, admin: Admin) -> web.Response | None
     """None when the request may proceed, else the refusal (404 dashboard off, 401 bad credentials)."""
     creds = admin.credentials
     if creds is None:
-        return json_error(404, "dashboard disabled: set --admin-user and --admin-password")
+        return to_response(error_answer(404, "dashboard disabled: set --admin-user and --admin-password"))
     if await creds.check(request.headers.get("Authorization")):
         return None
     if "Authorization" in request.headers:
         log.warning(
             "admin auth refused for %s %s from %s", request.method, request.path[:100], request.remote
         )
-    return json_error(
-        401,
-        "admin credentials required",
-        headers={"WWW-Authenticate": f'Basic realm="{ADMIN_REALM}", charset="UTF-8"'},
+    return to_response(
+        error_answer(
+            401,
+            "admin credentials required",
+            {"WWW-Authenticate": f'Basic realm="{ADMIN_REALM}", charset="UTF-8"'},
+        )
     )
 
 
@@ -184,7 +187,7 @@ async def _asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     content_type = _ASSETS.get(name)
     if content_type is None:
-        return json_error(404, "not found")
+        return to_response(error_answer(404, "not found"))
     return web.Response(text=_static_text(name), content_type=content_type, headers=_PAGE_HEADERS)
 
 

@@ -47,6 +47,11 @@ class Delivery(NamedTuple):
     subscribers: int
     protocol2: bool
 
+    @classmethod
+    def of(cls, delivered: Collection[Subscriber]) -> Delivery:
+        """The report for the subscribers of this process that accepted the frame."""
+        return cls(len(delivered), any(s.protocol >= 2 for s in delivered))
+
 
 class Hub(abc.ABC):
     """What the relay's HTTP layer needs from a hub. All methods run on the relay's event loop.
@@ -88,8 +93,7 @@ class Hub(abc.ABC):
         Raises:
             LimitExceeded: the hub cannot deliver at all right now (503, e.g. Redis unreachable).
         """
-        delivered = await self.publish(event)
-        return Delivery(len(delivered), any(s.protocol >= 2 for s in delivered))
+        return Delivery.of(await self.publish(event))
 
     @abc.abstractmethod
     async def assign(self, channel: str, request_id: str, body: str, *, bufferable: bool) -> Event:
@@ -318,9 +322,7 @@ class InMemoryHub(Hub):
     # --- fan-out ------------------------------------------------------------------------------------
 
     async def deliver(self, event: Event, *, timeout: float) -> Delivery:
-        # Hub.deliver without the publish() coroutine: one fewer per webhook.
-        delivered = self.publish_now(event)
-        return Delivery(len(delivered), any(s.protocol >= 2 for s in delivered))
+        return Delivery.of(self.publish_now(event))  # Hub.deliver without the publish() coroutine
 
     async def publish(self, event: Event) -> list[Subscriber]:
         return self.publish_now(event)

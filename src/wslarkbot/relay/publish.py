@@ -250,16 +250,16 @@ async def publish_webhook(
         if entry is not None:
             await state.hub.cancel_pending(request_id)
         latency = loop.time() - started
-        # kind._value_: kind.value is a Python-level property call on Python 3.11 (once per webhook).
+        kind_name = kind._value_  # kind.value is a Python-level property call on Python 3.11
         state.observer.webhook_answered(
-            channel, request_id, kind._value_, delivered_n, status, outcome_name, latency
+            channel, request_id, kind_name, delivered_n, status, outcome_name, latency
         )
         if log.isEnabledFor(logging.INFO):  # skip building the arguments at --log-level WARNING
             log.info(
                 "webhook request_id=%s channel=%s kind=%s delivered=%d status=%d outcome=%s latency_ms=%.1f",
                 request_id,
                 channel,
-                kind.value,
+                kind_name,
                 delivered_n,
                 status,
                 outcome_name,

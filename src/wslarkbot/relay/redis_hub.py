@@ -424,7 +424,7 @@ class RedisHub(Hub):
                 if event.buffered:  # a member connecting elsewhere must not replay it meanwhile
                     await self._claim(replay_claim_key(channel, group, event.entry_id), force=True)
                 delivered += self.local.offer_group(event, group, attempt=fan.attempt, replay=fan.replay)
-        report = DeliveryReport(event.request_id, len(delivered), any(s.protocol >= 2 for s in delivered))
+        report = DeliveryReport(event.request_id, *Delivery.of(delivered))
         if fan.origin == self.node_id:
             self._on_report(report)
         else:

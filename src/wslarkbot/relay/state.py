@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,7 +16,7 @@ from .limits import BackendUnavailable, LimitExceeded
 from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
 
-__all__ = ["STATE_KEY", "Closable", "RelayState", "json_error", "log", "refusal"]
+__all__ = ["STATE_KEY", "Closable", "RelayState", "log", "refusal"]
 
 log = logging.getLogger("wslarkbot.relay")
 
@@ -47,16 +46,6 @@ class RelayState:
 
 
 STATE_KEY: web.AppKey[RelayState] = web.AppKey("wslarkbot_relay_state", RelayState)
-
-
-def json_error(status: int, msg: str, *, headers: dict[str, str] | None = None) -> web.Response:
-    """``{"msg": msg}`` with ``status``, as JSON (Feishu reads JSON; people read ``msg``)."""
-    return web.Response(
-        status=status,
-        text=json.dumps({"msg": msg}, ensure_ascii=False),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def refusal(

@@ -24,7 +24,8 @@ class Subscriber:
     """One WebSocket connection subscribed to one or more channels.
 
     The hub calls :meth:`offer`; the connection's writer task awaits :meth:`next_frame`, or (the fast
-    path, no writer task) the connection sets :attr:`on_ready` and takes frames with :meth:`pop_frame`.
+    path, no writer task) the connection takes live frames through :attr:`write_now` while nothing is
+    queued, and otherwise sets :attr:`on_ready` and takes the queued frames with :meth:`pop_frame`.
 
     Args:
         group: the ``?group=`` name: this connection competes with the group's other members for each
