@@ -117,6 +117,11 @@ class FakeOpenAI:
         delta: dict[str, Any] = {"content": text}
         if first:
             delta["role"] = "assistant"
-        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
-                 "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        chunk = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        }
         return f"data: {json.dumps(chunk)}\n\n".encode()

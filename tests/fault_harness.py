@@ -4,13 +4,14 @@ counters, a raw WebSocket that never reads, and a per-event tally. No mocks.
 Run as a script, this file *is* the bot process::
 
     python tests/fault_harness.py --port P --app-id ... --secret ... --token ... --encrypt-key ... \
-        --dedup /tmp/x/dedup.sqlite --out /tmp/x/handled.log [--slow PREFIX=SECONDS] [--claim-ttl S] \
+        --dedup /tmp/x/dedup.sqlite|off --out /tmp/x/handled.log [--slow PREFIX=SECONDS] [--claim-ttl S] \
         [--group NAME]
 
-It runs ``Bot(dedup=SqliteDeduplicator(path))`` + ``AsyncClient`` and appends to ``--out``, one line each:
-``ready <pid> <hellos>`` whenever a protocol-2 connection is open, ``start <pid> <name>`` when a text
-handler begins and ``done <pid> <name>`` when it ends (name: the text's first word). ``write`` goes to
-the kernel at once, so a SIGKILL loses nothing that was logged.
+It runs ``Bot(dedup=SqliteDeduplicator(path))`` (or no dedup) + ``AsyncClient`` and appends to ``--out``,
+one line each: ``ready <pid> <hellos>`` whenever a protocol-2 connection is open, ``start <pid> <name>``
+when a text handler begins and ``done <pid> <name>`` when it ends (name: the text's first word).
+``write`` goes to the kernel at once, so a SIGKILL loses nothing that was logged. A card action is
+answered with the toast ``clicked <action.value.name>``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _bot_main(argv: list[str]) -> int:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--encrypt-key", default=None)
-    parser.add_argument("--dedup", required=True)
+    parser.add_argument("--dedup", required=True, help="the SQLite store's path, or 'off' for no dedup")
     parser.add_argument("--out", required=True)
     parser.add_argument(
         "--slow", default="", help="PREFIX=SECONDS: texts starting with PREFIX sleep that long"
@@ -61,19 +62,24 @@ def _bot_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from wslarkbot.bot import Bot
+    from wslarkbot.cards import CardActionResponse, Toast
     from wslarkbot.client import AsyncClient, backoff
     from wslarkbot.dedup import SqliteDeduplicator
-    from wslarkbot.events import MessageEvent
+    from wslarkbot.events import CardAction, MessageEvent
 
     slow_prefix, _, slow_seconds = args.slow.partition("=")
     store_kwargs: dict[str, Any] = {} if args.claim_ttl is None else {"claim_ttl": args.claim_ttl}
-    store = SqliteDeduplicator(args.dedup, **store_kwargs)
+    store = None if args.dedup == "off" else SqliteDeduplicator(args.dedup, **store_kwargs)
     bot = Bot(args.app_id, args.secret, args.token, args.encrypt_key, dedup=store, ordering=None)
     fd = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pid = os.getpid()
 
     def log(kind: str, text: str) -> None:
         os.write(fd, f"{kind} {pid} {text}\n".encode())
+
+    @bot.on_card_action
+    def clicked(event: CardAction) -> CardActionResponse:  # the answer names the card that was clicked
+        return CardActionResponse(toast=Toast(f"clicked {(event.value or {}).get('name')}"))
 
     @bot.on_text
     async def handle(event: MessageEvent) -> None:
@@ -186,6 +192,7 @@ class BotProcess:
         slow: str = "",
         claim_ttl: float | None = None,
         group: str | None = None,
+        dedup: bool = True,
         wait_ready: bool = True,
     ) -> BotProcess:
         args = [
@@ -194,7 +201,7 @@ class BotProcess:
             "--app-id", app.app_id,
             "--secret", app.app_secret,
             "--token", app.verification_token,
-            "--dedup", str(workdir / "dedup.sqlite"),
+            "--dedup", str(workdir / "dedup.sqlite") if dedup else "off",
             "--out", str(log.path),
         ]  # fmt: skip
         if app.encrypt_key:

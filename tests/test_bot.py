@@ -55,16 +55,21 @@ def envelope(
         {"encrypt": crypto.encrypt(compact(payload), encrypt_key)} if encrypt_key else payload
     )
     text = compact(body)
-    headers = {"content-type": "application/json;charset=utf-8", "x-request-id": "req-42",
-               "x-app-id": APP_ID, "x-org-id": "hook"}
+    headers = {
+        "content-type": "application/json;charset=utf-8",
+        "x-request-id": "req-42",
+        "x-app-id": APP_ID,
+        "x-org-id": "hook",
+    }
     if sign == "event":
         secret = sign_secret if sign_secret is not None else (encrypt_key or "")
         signature = crypto.event_signature(TS, NONCE, secret, text.encode("utf-8"))
     elif sign == "card":
         signature = crypto.card_signature(TS, NONCE, sign_secret or TOKEN, text.encode("utf-8"))
     if sign:
-        headers.update({"x-lark-request-timestamp": TS, "x-lark-request-nonce": NONCE,
-                        "x-lark-signature": signature})
+        headers.update(
+            {"x-lark-request-timestamp": TS, "x-lark-request-nonce": NONCE, "x-lark-signature": signature}
+        )
     env: dict[str, Any] = {"headers": headers, "body": body}
     if raw_body:
         env["raw_body"] = text
@@ -208,8 +213,9 @@ def test_encrypted_body_without_configured_key_is_rejected(samples_dir: pathlib.
     assert rec.calls == []
 
 
-@pytest.mark.parametrize("message", [{"body": {}}, {"headers": {}, "body": []}, {"headers": {}, "body": {}},
-                                     "not json", b"[1]"])
+@pytest.mark.parametrize(
+    "message", [{"body": {}}, {"headers": {}, "body": []}, {"headers": {}, "body": {}}, "not json", b"[1]"]
+)
 def test_malformed_envelopes_are_rejected(message: Any) -> None:
     bot, rec = make_bot(encrypt_key=None)
     with pytest.raises(MalformedRequestError):
@@ -375,8 +381,12 @@ def test_legacy_card_with_sha1_signature_is_answered(samples_dir: pathlib.Path) 
 
 def test_legacy_card_with_wrong_sha1_signature_is_rejected(samples_dir: pathlib.Path) -> None:
     bot, rec = make_bot()
-    env = envelope(sample(samples_dir, "card.action.trigger_v1.legacy.json"), encrypt_key=None, sign="card",
-                   sign_secret="not the token")
+    env = envelope(
+        sample(samples_dir, "card.action.trigger_v1.legacy.json"),
+        encrypt_key=None,
+        sign="card",
+        sign_secret="not the token",
+    )
     with pytest.raises(SignatureError):
         bot.process_message(env)
     assert rec.calls == []
@@ -414,8 +424,12 @@ async def test_aprocess_message_awaits_async_and_runs_sync_handlers_in_the_execu
         rec.add("async", threading.current_thread().name)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="handlers") as pool:
-        assert await bot.aprocess_message(envelope(sample(samples_dir, "im.message.receive_v1.json")),
-                                          executor=pool) is None
+        assert (
+            await bot.aprocess_message(
+                envelope(sample(samples_dir, "im.message.receive_v1.json")), executor=pool
+            )
+            is None
+        )
     threads = dict(rec.calls[1:])
     assert threads["sync"].startswith("handlers")
     assert threads["async"] == loop_thread
@@ -524,8 +538,13 @@ def test_re_encoded_ascii_body_still_verifies_for_old_relays(samples_dir: pathli
 
 
 def test_repr_shows_no_secret() -> None:
-    bot = Bot(APP_ID, app_secret="s3cret", verification_token=TOKEN, encrypt_key=KEY,
-              host="https://open.larksuite.com/")
+    bot = Bot(
+        APP_ID,
+        app_secret="s3cret",
+        verification_token=TOKEN,
+        encrypt_key=KEY,
+        host="https://open.larksuite.com/",
+    )
     assert bot.host == "https://open.larksuite.com"
     assert "s3cret" not in repr(bot) and TOKEN not in repr(bot) and KEY not in repr(bot)
 
@@ -564,15 +583,23 @@ def test_seed_bot_replies_through_the_openapi(samples_dir: pathlib.Path, api: Fa
 
     class MyBot(Bot):
         def on_message(self, data: Any, raw_message: Any, **kwargs: Any) -> None:
-            if ("header" in data and data["header"]["event_type"] == "im.message.receive_v1"
-                    and data["event"]["message"]["message_type"] == "text"):
+            if (
+                "header" in data
+                and data["header"]["event_type"] == "im.message.receive_v1"
+                and data["event"]["message"]["message_type"] == "text"
+            ):
                 message_id = data["event"]["message"]["message_id"]
                 text = json.loads(data["event"]["message"]["content"])["text"]
                 self.reply_text(message_id, "reply: " + text)
-                self.reply_card(message_id, FeishuMessageCard(
-                    FeishuMessageDiv("reply"), FeishuMessageHr(), FeishuMessageDiv(text),
-                    FeishuMessageNote(FeishuMessagePlainText("🤖")),
-                ))
+                self.reply_card(
+                    message_id,
+                    FeishuMessageCard(
+                        FeishuMessageDiv("reply"),
+                        FeishuMessageHr(),
+                        FeishuMessageDiv(text),
+                        FeishuMessageNote(FeishuMessagePlainText("🤖")),
+                    ),
+                )
 
     api.add_app(APP_ID, "xxx")
     bot = MyBot(APP_ID, app_secret="xxx", encrypt_key=KEY, verification_token=TOKEN, host=api.url)
@@ -580,9 +607,17 @@ def test_seed_bot_replies_through_the_openapi(samples_dir: pathlib.Path, api: Fa
     path = "/open-apis/im/v1/messages/om_5ce6d572455d361153b7cb51da133945/reply"
     first, second = message_calls(api)
     assert (first.method, first.path, first.json["msg_type"], json.loads(first.json["content"])) == (
-        "POST", path, "text", {"text": "reply: @_user_1 hello"})
+        "POST",
+        path,
+        "text",
+        {"text": "reply: @_user_1 hello"},
+    )
     assert (second.method, second.path, second.json["msg_type"], second.status) == (
-        "POST", path, "interactive", 200)
+        "POST",
+        path,
+        "interactive",
+        200,
+    )
     elements = json.loads(second.json["content"])["elements"]
     assert [e["tag"] for e in elements] == ["div", "hr", "div", "note"]
     assert elements[2]["text"]["content"] == "@_user_1 hello"

@@ -76,20 +76,33 @@ def test_text_objects_and_div_fields() -> None:
     assert div.to_dict() == {
         "tag": "div",
         "fields": [{"is_short": True, "text": {"tag": "lark_md", "content": "**k**\nv"}}],
-        "extra": {"tag": "button", "text": {"tag": "plain_text", "content": "Go"}, "type": "default",
-                  "value": {"a": 1}},
+        "extra": {
+            "tag": "button",
+            "text": {"tag": "plain_text", "content": "Go"},
+            "type": "default",
+            "value": {"a": 1},
+        },
     }
     assert FeishuMessageDiv(FeishuMessageMDText("x"))["text"] == {"tag": "lark_md", "content": "x"}
 
 
 def test_markdown_image_and_note_shapes() -> None:
     assert FeishuMessageMarkdown("**b**", text_align="center") == {
-        "tag": "markdown", "content": "**b**", "text_align": "center"}
+        "tag": "markdown",
+        "content": "**b**",
+        "text_align": "center",
+    }
     assert FeishuMessageImage("img_v2_x", alt="pic") == {
-        "tag": "img", "img_key": "img_v2_x", "alt": {"tag": "plain_text", "content": "pic"},
-        "mode": "fit_horizontal", "preview": True}
+        "tag": "img",
+        "img_key": "img_v2_x",
+        "alt": {"tag": "plain_text", "content": "pic"},
+        "mode": "fit_horizontal",
+        "preview": True,
+    }
     assert FeishuMessageNote("n", FeishuMessageImage("img_1")).to_dict()["elements"][0] == {
-        "tag": "plain_text", "content": "n"}
+        "tag": "plain_text",
+        "content": "n",
+    }
 
 
 def test_button_action_and_confirm_shapes() -> None:
@@ -101,12 +114,23 @@ def test_button_action_and_confirm_shapes() -> None:
         "tag": "action",
         "layout": "bisected",
         "actions": [
-            {"tag": "button", "text": {"tag": "plain_text", "content": "Delete"}, "type": "danger",
-             "value": {"op": "del"},
-             "confirm": {"title": {"tag": "plain_text", "content": "Sure?"},
-                         "text": {"tag": "plain_text", "content": "It cannot be undone"}}},
-            {"tag": "button", "text": {"tag": "plain_text", "content": "Docs"}, "type": "default",
-             "value": {}, "url": "https://open.feishu.cn"},
+            {
+                "tag": "button",
+                "text": {"tag": "plain_text", "content": "Delete"},
+                "type": "danger",
+                "value": {"op": "del"},
+                "confirm": {
+                    "title": {"tag": "plain_text", "content": "Sure?"},
+                    "text": {"tag": "plain_text", "content": "It cannot be undone"},
+                },
+            },
+            {
+                "tag": "button",
+                "text": {"tag": "plain_text", "content": "Docs"},
+                "type": "default",
+                "value": {},
+                "url": "https://open.feishu.cn",
+            },
         ],
     }
 
@@ -120,8 +144,10 @@ def test_select_accepts_original_and_placeholder_first_forms() -> None:
     assert original.to_dict() == {
         "tag": "select_static",
         "placeholder": {"tag": "plain_text", "content": "Pick"},
-        "options": [{"value": "v1", "text": {"tag": "plain_text", "content": "One"}},
-                    {"value": "v2", "text": {"tag": "plain_text", "content": "v2"}}],
+        "options": [
+            {"value": "v1", "text": {"tag": "plain_text", "content": "One"}},
+            {"value": "v2", "text": {"tag": "plain_text", "content": "v2"}},
+        ],
         "initial_option": "v2",
         "value": {"k": 1},
     }
@@ -129,35 +155,57 @@ def test_select_accepts_original_and_placeholder_first_forms() -> None:
 
 def test_overflow_select_person_and_date_picker_shapes() -> None:
     assert FeishuMessageOverflow(FeishuMessageOption("o")).to_dict() == {
-        "tag": "overflow", "options": [{"value": "o", "text": {"tag": "plain_text", "content": "o"}}]}
+        "tag": "overflow",
+        "options": [{"value": "o", "text": {"tag": "plain_text", "content": "o"}}],
+    }
     assert FeishuMessageSelectPerson("ou_1", placeholder="Who").to_dict() == {
-        "tag": "select_person", "placeholder": {"tag": "plain_text", "content": "Who"},
-        "options": [{"value": "ou_1"}]}
+        "tag": "select_person",
+        "placeholder": {"tag": "plain_text", "content": "Who"},
+        "options": [{"value": "ou_1"}],
+    }
     assert FeishuMessageDatePicker("When", initial_date="2026-01-01").to_dict() == {
-        "tag": "date_picker", "placeholder": {"tag": "plain_text", "content": "When"},
-        "initial_date": "2026-01-01"}
+        "tag": "date_picker",
+        "placeholder": {"tag": "plain_text", "content": "When"},
+        "initial_date": "2026-01-01",
+    }
 
 
 def test_column_set_shape() -> None:
     column_set = FeishuMessageColumnSet(
         FeishuMessageColumn(FeishuMessageMarkdown("a"), weight=2),
         FeishuMessageColumn(FeishuMessageMarkdown("b"), width="auto", vertical_align="center"),
-        flex_mode="bisect", background_style="default",
+        flex_mode="bisect",
+        background_style="default",
     )
     assert column_set.to_dict() == {
-        "tag": "column_set", "flex_mode": "bisect", "background_style": "default",
+        "tag": "column_set",
+        "flex_mode": "bisect",
+        "background_style": "default",
         "columns": [
-            {"tag": "column", "width": "weighted", "weight": 2, "vertical_align": "top",
-             "elements": [{"tag": "markdown", "content": "a"}]},
-            {"tag": "column", "width": "auto", "weight": 1, "vertical_align": "center",
-             "elements": [{"tag": "markdown", "content": "b"}]},
+            {
+                "tag": "column",
+                "width": "weighted",
+                "weight": 2,
+                "vertical_align": "top",
+                "elements": [{"tag": "markdown", "content": "a"}],
+            },
+            {
+                "tag": "column",
+                "width": "auto",
+                "weight": 1,
+                "vertical_align": "center",
+                "elements": [{"tag": "markdown", "content": "b"}],
+            },
         ],
     }
 
 
 def test_config_defaults_follow_the_original_project() -> None:
     assert FeishuMessageCardConfig(update_multi=False) == {
-        "update_multi": False, "enable_forward": True, "wide_screen_mode": True}
+        "update_multi": False,
+        "enable_forward": True,
+        "wide_screen_mode": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -214,8 +262,10 @@ def test_card_action_response_raw_card_matches_the_sample(samples_dir: pathlib.P
 def test_card_action_response_with_builder_card_and_string_toast() -> None:
     card = FeishuMessageCard(FeishuMessageHr())
     response = CardActionResponse("saved", card)
-    assert response.to_dict() == {"toast": {"type": "info", "content": "saved"},
-                                   "card": {"type": "raw", "data": card.to_dict()}}
+    assert response.to_dict() == {
+        "toast": {"type": "info", "content": "saved"},
+        "card": {"type": "raw", "data": card.to_dict()},
+    }
     assert CardActionResponse().to_dict() == {}
     with pytest.raises(CardValidationError):
         CardActionResponse(card=42)

@@ -215,16 +215,33 @@ async def test_a_chat_is_unlocked_after_a_failed_and_a_cancelled_handler(sim_app
 # -- ordering, sync path (threads) -------------------------------------------------------------------------
 
 
-def envelope(app: SimApp, text: str, chat: str, *, sender: str | None = None,
-             create_time_ms: int | None = None, message_id: str | None = None) -> dict[str, Any]:
+def envelope(
+    app: SimApp,
+    text: str,
+    chat: str,
+    *,
+    sender: str | None = None,
+    create_time_ms: int | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
     """A relay envelope of a text message, encrypted and signed as Feishu does."""
-    payload = payloads.text_message(app, text, chat_id=chat, sender_open_id=sender,
-                                    create_time_ms=create_time_ms, message_id=message_id)
-    request = build_request(app, payload, kind="event", timestamp=str(int(time.time())), nonce="n-1",
-                            request_id="req-" + secrets.token_hex(4))
+    payload = payloads.text_message(
+        app, text, chat_id=chat, sender_open_id=sender, create_time_ms=create_time_ms, message_id=message_id
+    )
+    request = build_request(
+        app,
+        payload,
+        kind="event",
+        timestamp=str(int(time.time())),
+        nonce="n-1",
+        request_id="req-" + secrets.token_hex(4),
+    )
     body = request.body.decode()
-    return {"headers": {k.lower(): v for k, v in request.headers.items()}, "body": json.loads(body),
-            "raw_body": body}
+    return {
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "body": json.loads(body),
+        "raw_body": body,
+    }
 
 
 def test_sync_process_message_keeps_chat_order_across_threads(sim_app: SimApp) -> None:
@@ -280,8 +297,9 @@ def test_messages_older_than_drop_older_than_are_skipped_and_logged_without_cont
     old_ms = int((clock.now - 31 * 60) * 1000)
     fresh_ms = int((clock.now - 29 * 60) * 1000)
     with caplog.at_level(logging.INFO, logger="wslarkbot.bot"):
-        result = bot.dispatch(envelope(sim_app, "secret question", "oc_a", create_time_ms=old_ms,
-                                       message_id="om_old"))
+        result = bot.dispatch(
+            envelope(sim_app, "secret question", "oc_a", create_time_ms=old_ms, message_id="om_old")
+        )
         bot.process_message(envelope(sim_app, "fresh question", "oc_a", create_time_ms=fresh_ms))
     assert result.skipped == "stale" and result.response is None
     assert handled == ["fresh question"]

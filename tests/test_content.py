@@ -69,8 +69,14 @@ def test_at_all_and_no_mentions_do_not_mention_the_bot(sim_app: SimApp) -> None:
 def test_official_sample_mentions_are_typed(samples_dir: pathlib.Path) -> None:
     event = message(json.loads((samples_dir / "im.message.receive_v1.json").read_text("utf-8")))
     [tom] = event.mention_list
-    assert tom == Mention("@_user_1", "Tom", "ou_84aad35d084aa403a838cf73ee18467", "e33ggbyz",
-                          "on_8ed6aa67826108097d9ee143816345", "736588c9260f175e")
+    assert tom == Mention(
+        "@_user_1",
+        "Tom",
+        "ou_84aad35d084aa403a838cf73ee18467",
+        "e33ggbyz",
+        "on_8ed6aa67826108097d9ee143816345",
+        "736588c9260f175e",
+    )
     assert event.mentions_bot("ou_84aad35d084aa403a838cf73ee18467")
     assert event.text_without_mentions == "hello"
 
@@ -103,8 +109,11 @@ def test_received_post_becomes_plain_text_and_structure(sim_app: SimApp) -> None
     post = {
         "title": "Weekly",
         "content": [
-            [{"tag": "at", "user_id": "@_user_1", "user_name": "wslarkbot"}, {"tag": "text", "text": " see "},
-             {"tag": "a", "href": "https://example.com", "text": "the doc"}],
+            [
+                {"tag": "at", "user_id": "@_user_1", "user_name": "wslarkbot"},
+                {"tag": "text", "text": " see "},
+                {"tag": "a", "href": "https://example.com", "text": "the doc"},
+            ],
             [{"tag": "img", "image_key": "img_v2_9"}],
             [{"tag": "code_block", "language": "PYTHON", "text": "print(1)"}],
         ],
@@ -121,8 +130,10 @@ def test_post_wrapped_in_a_locale_is_unwrapped() -> None:
     assert isinstance(body, ReceivedPost) and body.text == "标题\n正文"
 
 
-@pytest.mark.parametrize("message_type, data", [("image", {}), ("file", {"file_name": "x"}), ("text", {}),
-                                                (None, {"a": 1})])
-def test_contents_missing_their_fields_fall_back_to_other_content(message_type: str | None,
-                                                                  data: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "message_type, data", [("image", {}), ("file", {"file_name": "x"}), ("text", {}), (None, {"a": 1})]
+)
+def test_contents_missing_their_fields_fall_back_to_other_content(
+    message_type: str | None, data: dict[str, Any]
+) -> None:
     assert isinstance(parse_content(message_type, data), ReceivedOther)

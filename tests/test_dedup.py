@@ -404,8 +404,10 @@ def test_a_database_from_before_the_owner_column_is_upgraded_on_open(
 ) -> None:
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE wslarkbot_dedup (key TEXT PRIMARY KEY, done INTEGER NOT NULL, "
-                     "expires REAL NOT NULL, touched REAL NOT NULL)")
+        conn.execute(
+            "CREATE TABLE wslarkbot_dedup (key TEXT PRIMARY KEY, done INTEGER NOT NULL, "
+            "expires REAL NOT NULL, touched REAL NOT NULL)"
+        )
         conn.execute("INSERT INTO wslarkbot_dedup VALUES ('done', 1, ?, ?)", (clock() + 100, clock()))
         conn.execute("INSERT INTO wslarkbot_dedup VALUES ('pending', 0, ?, ?)", (clock() + 100, clock()))
     with SqliteDeduplicator(db, clock=clock) as store, SqliteDeduplicator(db, clock=clock) as again:
@@ -420,8 +422,10 @@ def test_a_release_by_a_store_whose_claim_was_taken_over_keeps_the_new_claim(
     """A handler slower than claim_ttl: another delivery took its claim over; when the slow one then
     fails, its release must not free the claim the other delivery now runs under."""
     db = tmp_path / "d.db"
-    with SqliteDeduplicator(db, clock=clock, claim_ttl=60) as slow, \
-            SqliteDeduplicator(db, clock=clock, claim_ttl=60) as other:
+    with (
+        SqliteDeduplicator(db, clock=clock, claim_ttl=60) as slow,
+        SqliteDeduplicator(db, clock=clock, claim_ttl=60) as other,
+    ):
         assert slow.try_claim("k") is ClaimState.NEW
         clock.advance(60)
         assert other.try_claim("k") is ClaimState.NEW
@@ -466,8 +470,12 @@ def test_callback_responses_are_cached_bounded_and_size_limited(clock: FakeClock
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"ttl": 0}, "ttl"), ({"max_entries": 0}, "max_entries"), ({"claim_ttl": -1}, "claim_ttl"),
-     ({"max_responses": -1}, "max_responses")],
+    [
+        ({"ttl": 0}, "ttl"),
+        ({"max_entries": 0}, "max_entries"),
+        ({"claim_ttl": -1}, "claim_ttl"),
+        ({"max_responses": -1}, "max_responses"),
+    ],
 )
 def test_stores_reject_nonsense_limits(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
@@ -558,13 +566,17 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 def make_bot(app: SimApp, dedup: bool | Deduplicator | None) -> Bot:
-    return Bot(app.app_id, verification_token=app.verification_token, encrypt_key=app.encrypt_key,
-               dedup=dedup)
+    return Bot(
+        app.app_id, verification_token=app.verification_token, encrypt_key=app.encrypt_key, dedup=dedup
+    )
 
 
 @pytest.mark.parametrize(("dedup", "runs"), [(True, 1), (None, 3)])
 async def test_each_handler_runs_once_per_message_whatever_feishu_resends(
-    sim_app: SimApp, serve: Serve, feishu_sim_factory: Callable[..., FeishuSimulator], dedup: bool | None,
+    sim_app: SimApp,
+    serve: Serve,
+    feishu_sim_factory: Callable[..., FeishuSimulator],
+    dedup: bool | None,
     runs: int,
 ) -> None:
     """Feishu re-pushes a message under its event_id and again under a new one; with dedup=True both
@@ -671,7 +683,9 @@ async def test_the_webhook_answers_503_with_retry_after_while_the_same_event_is_
 
 
 async def test_a_restarted_bot_with_sqlite_does_not_rehandle_a_resent_event(
-    sim_app: SimApp, serve: Serve, feishu_sim_factory: Callable[..., FeishuSimulator],
+    sim_app: SimApp,
+    serve: Serve,
+    feishu_sim_factory: Callable[..., FeishuSimulator],
     tmp_path: pathlib.Path,
 ) -> None:
     payload = payloads.text_message(sim_app, "once")

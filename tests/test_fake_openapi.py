@@ -39,8 +39,9 @@ def auth(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-def send(http: httpx.Client, tok: str, msg_type: str = "text", content: str = '{"text":"hi"}',
-         **extra: Any) -> httpx.Response:
+def send(
+    http: httpx.Client, tok: str, msg_type: str = "text", content: str = '{"text":"hi"}', **extra: Any
+) -> httpx.Response:
     body = {"receive_id": "ou_1", "msg_type": msg_type, "content": content, **extra}
     return http.post(MESSAGES, params={"receive_id_type": "open_id"}, json=body, headers=auth(tok))
 
@@ -89,8 +90,12 @@ def test_create_requires_receive_id_type_and_answers_the_documented_shape(
     assert (bad.status_code, bad.json()["code"]) == (400, 99992402)
     data = send(http, tok).json()["data"]
     assert {"message_id", "msg_type", "chat_id", "create_time", "sender", "body"} <= set(data)
-    assert data["sender"] == {"id": APP_ID, "id_type": "app_id", "sender_type": "app",
-                              "tenant_key": "736588c9260f175e"}
+    assert data["sender"] == {
+        "id": APP_ID,
+        "id_type": "app_id",
+        "sender_type": "app",
+        "tenant_key": "736588c9260f175e",
+    }
     assert api.messages[data["message_id"]].content == {"text": "hi"}
 
 
@@ -101,8 +106,9 @@ def test_content_must_be_a_json_object_string_within_size_limits(http: httpx.Cli
     assert send(http, tok, "interactive", big).json()["code"] == 230025
 
 
-def test_same_uuid_returns_the_same_message_within_an_hour(http: httpx.Client, api: FakeOpenAPI,
-                                                           clock: Clock) -> None:
+def test_same_uuid_returns_the_same_message_within_an_hour(
+    http: httpx.Client, api: FakeOpenAPI, clock: Clock
+) -> None:
     tok = token(http).json()["tenant_access_token"]
     a = send(http, tok, uuid="u-1").json()["data"]["message_id"]
     b = send(http, tok, uuid="u-1").json()["data"]["message_id"]
@@ -124,8 +130,9 @@ def test_reply_in_thread_creates_a_thread_and_later_replies_stay_in_it(http: htt
     assert "thread_id" not in plain and plain["parent_id"] == "om_unknown"
 
 
-def test_patch_only_updates_interactive_messages_and_records_history(http: httpx.Client,
-                                                                    api: FakeOpenAPI) -> None:
+def test_patch_only_updates_interactive_messages_and_records_history(
+    http: httpx.Client, api: FakeOpenAPI
+) -> None:
     tok = token(http).json()["tenant_access_token"]
     text_id = send(http, tok).json()["data"]["message_id"]
     card_id = send(http, tok, "interactive", CARD).json()["data"]["message_id"]
@@ -139,13 +146,16 @@ def test_patch_only_updates_interactive_messages_and_records_history(http: httpx
 def test_patch_over_5_qps_per_message_answers_230020(http: httpx.Client) -> None:
     tok = token(http).json()["tenant_access_token"]
     card_id = send(http, tok, "interactive", CARD).json()["data"]["message_id"]
-    codes = [http.patch(f"{MESSAGES}/{card_id}", json={"content": CARD}, headers=auth(tok)).json()["code"]
-             for _ in range(6)]
+    codes = [
+        http.patch(f"{MESSAGES}/{card_id}", json={"content": CARD}, headers=auth(tok)).json()["code"]
+        for _ in range(6)
+    ]
     assert codes == [0, 0, 0, 0, 0, 230020]
 
 
-def test_patch_of_a_card_older_than_14_days_answers_230031(http: httpx.Client, clock: Clock,
-                                                          api: FakeOpenAPI) -> None:
+def test_patch_of_a_card_older_than_14_days_answers_230031(
+    http: httpx.Client, clock: Clock, api: FakeOpenAPI
+) -> None:
     api.add_message("om_old", APP_ID, "interactive", CARD)
     clock.now += 14 * 86400 + 1
     tok = token(http).json()["tenant_access_token"]
@@ -153,8 +163,9 @@ def test_patch_of_a_card_older_than_14_days_answers_230031(http: httpx.Client, c
     assert too_old.json()["code"] == 230031
 
 
-def test_card_token_allows_two_delayed_updates_within_30_minutes(http: httpx.Client, api: FakeOpenAPI,
-                                                                clock: Clock) -> None:
+def test_card_token_allows_two_delayed_updates_within_30_minutes(
+    http: httpx.Client, api: FakeOpenAPI, clock: Clock
+) -> None:
     api.add_message("om_card", APP_ID, "interactive", CARD)
     tok = token(http).json()["tenant_access_token"]
     c1, c2 = api.issue_card_token(APP_ID, "om_card"), api.issue_card_token(APP_ID)
@@ -181,8 +192,9 @@ def test_more_than_the_app_rate_limit_per_second_answers_429(clock: Clock) -> No
     assert float(answers[3].headers["x-ogw-ratelimit-reset"]) >= 0
 
 
-def test_injected_errors_apply_to_matching_paths_for_count_requests(http: httpx.Client,
-                                                                   api: FakeOpenAPI) -> None:
+def test_injected_errors_apply_to_matching_paths_for_count_requests(
+    http: httpx.Client, api: FakeOpenAPI
+) -> None:
     api.inject_error(230002, "bot not in chat", path_contains="/reply", count=1)
     api.inject_rate_limit(count=1, reset=0.25)
     tok = token(http).json()["tenant_access_token"]  # the token path is not matched by default
@@ -194,14 +206,21 @@ def test_injected_errors_apply_to_matching_paths_for_count_requests(http: httpx.
     assert [r.json()["code"] for r in replies] == [230002, 0]
 
 
-def test_recorded_calls_mask_the_token_and_wait_for_calls_times_out(http: httpx.Client,
-                                                                   api: FakeOpenAPI) -> None:
+def test_recorded_calls_mask_the_token_and_wait_for_calls_times_out(
+    http: httpx.Client, api: FakeOpenAPI
+) -> None:
     tok = token(http).json()["tenant_access_token"]
     send(http, tok)
     [call] = api.wait_for_calls(MESSAGES)
     assert call.headers["authorization"] == "Bearer ***"
     assert tok not in repr(api.calls)
     assert (call.method, call.query, call.app_id, call.token_seq, call.status, call.code) == (
-        "POST", {"receive_id_type": "open_id"}, APP_ID, 1, 200, 0)
+        "POST",
+        {"receive_id_type": "open_id"},
+        APP_ID,
+        1,
+        200,
+        0,
+    )
     with pytest.raises(TimeoutError):
         api.wait_for_calls(lambda c: c.method == "DELETE", timeout=0.05)

@@ -11,8 +11,9 @@ from wslarkbot.sim.openapi_state import TOKEN_PATH, Answer, FakeRequest, OpenAPI
 APP_ID, SECRET = "cli_state", "secret"
 
 
-def call(state: OpenAPIState, method: str, path: str, body: Any = None, token: str | None = None,
-         **query: str) -> Answer:
+def call(
+    state: OpenAPIState, method: str, path: str, body: Any = None, token: str | None = None, **query: str
+) -> Answer:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
     request = FakeRequest(method, path, query, headers, raw)
@@ -34,8 +35,14 @@ def new_state(**kwargs: Any) -> OpenAPIState:
 def test_sent_message_is_stored_and_the_recorded_call_masks_the_bearer_token() -> None:
     state = new_state()
     tok = token_of(state)
-    answer = call(state, "POST", "/open-apis/im/v1/messages", {"receive_id": "ou_1", "msg_type": "text",
-                  "content": '{"text":"hi"}'}, tok, receive_id_type="open_id")
+    answer = call(
+        state,
+        "POST",
+        "/open-apis/im/v1/messages",
+        {"receive_id": "ou_1", "msg_type": "text", "content": '{"text":"hi"}'},
+        tok,
+        receive_id_type="open_id",
+    )
     assert answer.status == 200 and answer.code == 0 and answer.body is not None
     message_id = answer.body["data"]["message_id"]
     assert state.messages[message_id].content == {"text": "hi"}
@@ -50,8 +57,10 @@ def test_patch_limit_follows_the_injected_monotonic_clock() -> None:
     state = new_state(patch_qps=5, monotonic=lambda: now[0])
     state.add_message("om_card", APP_ID, "interactive", {"elements": []})
     tok = token_of(state)
-    codes = [call(state, "PATCH", "/open-apis/im/v1/messages/om_card", {"content": '{"elements":[]}'},
-                  tok).code for _ in range(6)]
+    codes = [
+        call(state, "PATCH", "/open-apis/im/v1/messages/om_card", {"content": '{"elements":[]}'}, tok).code
+        for _ in range(6)
+    ]
     assert codes == [0, 0, 0, 0, 0, 230020]
     now[0] += 1.0
     assert call(state, "PATCH", "/open-apis/im/v1/messages/om_card", {"content": "{}"}, tok).code == 0

@@ -75,16 +75,25 @@ def test_post_with_every_tag_and_two_languages() -> None:
     ).add_language("en_us", "Title", ["hello"])
     assert post.msg_type == "post"
     assert post.to_dict() == {
-        "zh_cn": {"title": "标题", "content": [
-            [{"tag": "text", "text": "bold ", "style": ["bold"]}, {"tag": "a", "text": "link", "href": "https://x.y"},
-             {"tag": "at", "user_id": "ou_1"}, {"tag": "text", "text": "plain"}],
-            [{"tag": "img", "image_key": "img_1"}],
-            [{"tag": "media", "file_key": "file_1", "image_key": "img_2"},
-             {"tag": "emotion", "emoji_type": "SMILE"}],
-            [{"tag": "hr"}],
-            [{"tag": "code_block", "language": "python", "text": "print(1)"}],
-            [{"tag": "md", "text": "**md**"}],
-        ]},
+        "zh_cn": {
+            "title": "标题",
+            "content": [
+                [
+                    {"tag": "text", "text": "bold ", "style": ["bold"]},
+                    {"tag": "a", "text": "link", "href": "https://x.y"},
+                    {"tag": "at", "user_id": "ou_1"},
+                    {"tag": "text", "text": "plain"},
+                ],
+                [{"tag": "img", "image_key": "img_1"}],
+                [
+                    {"tag": "media", "file_key": "file_1", "image_key": "img_2"},
+                    {"tag": "emotion", "emoji_type": "SMILE"},
+                ],
+                [{"tag": "hr"}],
+                [{"tag": "code_block", "language": "python", "text": "print(1)"}],
+                [{"tag": "md", "text": "**md**"}],
+            ],
+        },
         "en_us": {"title": "Title", "content": [[{"tag": "text", "text": "hello"}]]},
     }
 

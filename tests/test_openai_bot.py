@@ -52,12 +52,23 @@ class Harness:
     def __init__(self, app: SimApp, sim: FeishuSimulator, api: FakeOpenAPI, llm: FakeOpenAI) -> None:
         self.app, self.sim, self.api, self.llm = app, sim, api, llm
 
-    async def say(self, text: str, *, user: str = "ou_alice", chat: str | None = None,
-                  group: bool = False, at_bot: bool = False) -> str:
+    async def say(
+        self,
+        text: str,
+        *,
+        user: str = "ou_alice",
+        chat: str | None = None,
+        group: bool = False,
+        at_bot: bool = False,
+    ) -> str:
         """Push a text message; returns its message_id once Feishu counts it delivered."""
         payload = payloads.text_message(
-            self.app, text, sender_open_id=user, chat_id=chat or f"oc_p2p_{user}",
-            chat_type="group" if group else "p2p", at_bot=at_bot,
+            self.app,
+            text,
+            sender_open_id=user,
+            chat_id=chat or f"oc_p2p_{user}",
+            chat_type="group" if group else "p2p",
+            at_bot=at_bot,
         )
         result = await self.sim.send_event(payload)
         assert result.delivered, result
@@ -116,7 +127,10 @@ MakeHarness = Callable[..., Any]
 
 @pytest.fixture
 async def start(
-    sim_app: SimApp, relay: RunningRelay, fake_openapi: FakeOpenAPI, llm: FakeOpenAI,
+    sim_app: SimApp,
+    relay: RunningRelay,
+    fake_openapi: FakeOpenAPI,
+    llm: FakeOpenAI,
     feishu_sim_factory: Callable[..., FeishuSimulator],
 ) -> AsyncIterator[MakeHarness]:
     """``await start(**settings_changes) -> Harness``: the bot connected through the relay."""
@@ -124,11 +138,19 @@ async def start(
 
     async def make(**changes: Any) -> Harness:
         settings = openai_bot.Settings(
-            app_id=sim_app.app_id, app_secret=sim_app.app_secret,
-            verification_token=sim_app.verification_token, encrypt_key=sim_app.encrypt_key,
-            feishu_host=fake_openapi.url, openai_base_url=llm.base_url, openai_api_key="sk-test",
-            model="fake-model", system_role="You are terse.", llm_max_retries=0, llm_timeout=5.0,
-            bot_open_id=sim_app.bot_open_id, server=f"127.0.0.1:{relay.port}",
+            app_id=sim_app.app_id,
+            app_secret=sim_app.app_secret,
+            verification_token=sim_app.verification_token,
+            encrypt_key=sim_app.encrypt_key,
+            feishu_host=fake_openapi.url,
+            openai_base_url=llm.base_url,
+            openai_api_key="sk-test",
+            model="fake-model",
+            system_role="You are terse.",
+            llm_max_retries=0,
+            llm_timeout=5.0,
+            bot_open_id=sim_app.bot_open_id,
+            server=f"127.0.0.1:{relay.port}",
         )
         settings = replace(settings, **changes)
         openai_client = openai_bot.make_llm(settings)
@@ -254,9 +276,16 @@ async def test_group_messages_are_answered_only_when_the_bot_is_mentioned(start:
 
 
 def test_settings_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {"WSLARKBOT_APP_ID": "cli_env", "WSLARKBOT_APP_SECRET": "s", "WSLARKBOT_VERIFICATION_TOKEN": "t",
-           "OPENAI_API_KEY": "sk-env", "WSLARKBOT_SERVER": "relay.example.com", "OPENAI_TEMPERATURE": "0.2",
-           "WSLARKBOT_FEISHU_HOST": "open.larksuite.com", "WSLARKBOT_DROP_OLDER_THAN": "0"}
+    env = {
+        "WSLARKBOT_APP_ID": "cli_env",
+        "WSLARKBOT_APP_SECRET": "s",
+        "WSLARKBOT_VERIFICATION_TOKEN": "t",
+        "OPENAI_API_KEY": "sk-env",
+        "WSLARKBOT_SERVER": "relay.example.com",
+        "OPENAI_TEMPERATURE": "0.2",
+        "WSLARKBOT_FEISHU_HOST": "open.larksuite.com",
+        "WSLARKBOT_DROP_OLDER_THAN": "0",
+    }
     settings = openai_bot.parse_settings(["--model", "qwen-plus", "--app-id", "cli_flag"], env)
     assert (settings.app_id, settings.model, settings.temperature) == ("cli_flag", "qwen-plus", 0.2)
     assert settings.feishu_host == "https://open.larksuite.com" and settings.drop_older_than is None

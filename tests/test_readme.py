@@ -50,8 +50,10 @@ def test_star_import_does_not_pull_in_server_dependencies():
 def _subsection(title: str) -> str:
     text = README.read_text(encoding="utf-8")
     start = text.index(f"\n### {title}\n")
-    end = min((i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i != -1),
-              default=len(text))
+    end = min(
+        (i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i != -1),
+        default=len(text),
+    )
     return text[start:end]
 
 
@@ -67,8 +69,9 @@ def _first_bot_example() -> str:
 
 def _envelope(app: SimApp, payload: dict[str, Any], kind: RequestKind, request_id: str) -> dict[str, Any]:
     """The relay envelope of one simulated Feishu request (encrypted and signed when ``app`` has a key)."""
-    req = build_request(app, payload, kind=kind, timestamp=str(int(time.time())), nonce="n0nce",
-                        request_id=request_id)
+    req = build_request(
+        app, payload, kind=kind, timestamp=str(int(time.time())), nonce="n0nce", request_id=request_id
+    )
     return {
         "headers": {k.lower(): v for k, v in req.headers.items()},
         "body": json.loads(req.body),
@@ -120,8 +123,13 @@ async def test_readme_decorator_handlers_answer_text_bot_added_card_action_and_a
         def __init__(self, app_id: str, **placeholders: str) -> None:
             assert app_id == "cli_xxx"
             assert set(placeholders) == {"app_secret", "encrypt_key", "verification_token"}
-            super().__init__(sim_app.app_id, app_secret=sim_app.app_secret, encrypt_key=sim_app.encrypt_key,
-                             verification_token=sim_app.verification_token, host=fake_openapi.url)
+            super().__init__(
+                sim_app.app_id,
+                app_secret=sim_app.app_secret,
+                encrypt_key=sim_app.encrypt_key,
+                verification_token=sim_app.verification_token,
+                host=fake_openapi.url,
+            )
 
         def on_v1(self, event_type: str):  # records the calls of the README's ``ticket`` (body ``...``)
             register = super().on_v1(event_type)
@@ -202,8 +210,12 @@ def test_readme_asyncio_program_runs_until_the_client_is_stopped(monkeypatch, si
                 seen["stopped"] = True
 
         monkeypatch.setattr(wslarkbot, "AsyncClient", ReadmeClient)  # what the block's import gets
-        bot = wslarkbot.Bot(sim_app.app_id, app_secret=sim_app.app_secret,
-                            verification_token=sim_app.verification_token, encrypt_key=sim_app.encrypt_key)
+        bot = wslarkbot.Bot(
+            sim_app.app_id,
+            app_secret=sim_app.app_secret,
+            verification_token=sim_app.verification_token,
+            encrypt_key=sim_app.encrypt_key,
+        )
         try:
             exec(compile(_first_python_block(_subsection(title), title), "README.md", "exec"), {"bot": bot})
         finally:

@@ -200,8 +200,14 @@ def test_retry_schedule_is_described_in_feishu_units() -> None:
 
 def run_demo_process(*extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSLARKBOT_")}
-    return subprocess.run([sys.executable, "-m", "wslarkbot", "demo", *extra], capture_output=True,
-                          text=True, timeout=20, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "wslarkbot", "demo", *extra],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        check=False,
+    )
 
 
 def step_lines(out: str, title_start: str) -> list[str]:
@@ -211,7 +217,12 @@ def step_lines(out: str, title_start: str) -> list[str]:
 
 
 HOP_LABELS = (
-    "Feishu -> relay", "relay -> bot", "bot handler", "bot -> OpenAPI", "bot -> relay", "relay -> Feishu"
+    "Feishu -> relay",
+    "relay -> bot",
+    "bot handler",
+    "bot -> OpenAPI",
+    "bot -> relay",
+    "relay -> Feishu",
 )
 
 
@@ -225,12 +236,27 @@ def test_demo_exits_0_and_prints_every_hop_of_each_step() -> None:
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "!!" not in out
-    assert labels(step_lines(out, "1/3")) == ["Feishu -> relay", "relay -> bot", "bot -> relay",
-                                              "relay -> Feishu"]
-    assert labels(step_lines(out, "2/3")) == ["Feishu -> relay", "relay -> bot", "bot handler",
-                                              "bot -> OpenAPI", "bot -> relay", "relay -> Feishu"]
-    assert labels(step_lines(out, "3/3")) == ["Feishu -> relay", "relay -> bot", "bot handler",
-                                              "bot -> relay", "relay -> Feishu"]
+    assert labels(step_lines(out, "1/3")) == [
+        "Feishu -> relay",
+        "relay -> bot",
+        "bot -> relay",
+        "relay -> Feishu",
+    ]
+    assert labels(step_lines(out, "2/3")) == [
+        "Feishu -> relay",
+        "relay -> bot",
+        "bot handler",
+        "bot -> OpenAPI",
+        "bot -> relay",
+        "relay -> Feishu",
+    ]
+    assert labels(step_lines(out, "3/3")) == [
+        "Feishu -> relay",
+        "relay -> bot",
+        "bot handler",
+        "bot -> relay",
+        "relay -> Feishu",
+    ]
     assert "/reply -> HTTP 200" in out and "toast 'Clicked!'" in out
     assert "relay /status: published 3, delivered 3" in out and "timeouts 0" in out
     assert out.rstrip().endswith("demo OK: every hop seen")
@@ -249,8 +275,13 @@ def test_demo_with_a_misconfigured_bot_exits_1_and_marks_the_failed_hop() -> Non
 def test_demo_keep_running_serves_simulate_until_interrupted(capsys: pytest.CaptureFixture[str]) -> None:
     """The README quick start: `wslarkbot demo --keep-running`, then the `simulate` line it prints."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSLARKBOT_")}
-    with subprocess.Popen([sys.executable, "-m", "wslarkbot", "demo", "--keep-running"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "wslarkbot", "demo", "--keep-running"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
         assert proc.stdout is not None
         try:
             lines: list[str] = []
@@ -275,10 +306,20 @@ def test_demo_keep_running_serves_simulate_until_interrupted(capsys: pytest.Capt
 def test_cli_without_aiohttp_lists_simulate_and_demo_and_demo_asks_for_the_extra() -> None:
     """`wslarkbot --help` needs only the SDK; `wslarkbot demo` says which extra it needs."""
     block = "import sys; sys.modules['aiohttp'] = None; from wslarkbot.cli import main; "
-    helped = subprocess.run([sys.executable, "-c", block + "main(['--help'])"], capture_output=True,
-                            text=True, timeout=20, check=False)
+    helped = subprocess.run(
+        [sys.executable, "-c", block + "main(['--help'])"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert helped.returncode == 0, helped.stderr
     assert "simulate" in helped.stdout and "demo" in helped.stdout
-    demo = subprocess.run([sys.executable, "-c", block + "sys.exit(main(['demo']))"], capture_output=True,
-                          text=True, timeout=20, check=False)
+    demo = subprocess.run(
+        [sys.executable, "-c", block + "sys.exit(main(['demo']))"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert demo.returncode == 2 and "pip install 'wslarkbot[relay]'" in demo.stderr

@@ -82,15 +82,27 @@ async def test_event_request_carries_exactly_feishus_headers_and_a_valid_signatu
     result = await sim.send_text_message("hello")
     [req] = peer.requests
     assert sorted(req["headers"]) == sorted(
-        [b"Host", b"Content-Type", b"Content-Length", b"User-Agent", b"Accept-Encoding", b"X-Request-Id",
-         b"X-Lark-Request-Timestamp", b"X-Lark-Request-Nonce", b"X-Lark-Signature"]
+        [
+            b"Host",
+            b"Content-Type",
+            b"Content-Length",
+            b"User-Agent",
+            b"Accept-Encoding",
+            b"X-Request-Id",
+            b"X-Lark-Request-Timestamp",
+            b"X-Lark-Request-Nonce",
+            b"X-Lark-Signature",
+        ]
     )
     h = req["header"]
     assert h["Content-Type"] == "application/json;charset=utf-8" and h["User-Agent"] == "Go-http-client/1.1"
     assert abs(int(h["X-Lark-Request-Timestamp"]) - time.time()) < 5
     crypto.verify_event_signature(
-        h["X-Lark-Request-Timestamp"], h["X-Lark-Request-Nonce"], h["X-Lark-Signature"],
-        sim_app.encrypt_key, req["body"],
+        h["X-Lark-Request-Timestamp"],
+        h["X-Lark-Request-Nonce"],
+        h["X-Lark-Signature"],
+        sim_app.encrypt_key,
+        req["body"],
     )
     assert req["body"] == result.attempts[0].body
     assert req["payload"]["header"]["event_id"] == result.key
@@ -102,7 +114,9 @@ async def test_challenge_echoed_in_time_is_ok(sim_app_plain, http_peer, feishu_s
     result = await sim.url_verification()
     assert result.ok and result.status == 200 and result.error is None
     assert peer.requests[0]["payload"] == {
-        "challenge": result.challenge, "token": sim_app_plain.verification_token, "type": "url_verification"
+        "challenge": result.challenge,
+        "token": sim_app_plain.verification_token,
+        "type": "url_verification",
     }
 
 
@@ -267,8 +281,11 @@ async def test_legacy_card_goes_to_card_url_plain_and_sha1_signed(sim_app, http_
     assert json.loads(req["body"])["action"]["value"] == {"k": 1}
     h = req["header"]
     crypto.verify_card_signature(
-        h["X-Lark-Request-Timestamp"], h["X-Lark-Request-Nonce"], h["X-Lark-Signature"],
-        sim_app.verification_token, req["body"],
+        h["X-Lark-Request-Timestamp"],
+        h["X-Lark-Request-Nonce"],
+        h["X-Lark-Signature"],
+        sim_app.verification_token,
+        req["body"],
     )
 
 

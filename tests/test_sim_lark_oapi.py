@@ -227,4 +227,3 @@ async def test_official_card_action_handler_accepts_sha1_signed_legacy_card(
     assert accepted.ok and accepted.response == {"toast": {"type": "info", "content": "ok"}}
     assert len(cards) == 1 and cards[0].action.value == {"a": 1} and cards[0].open_message_id == "om_1"
     assert json.loads(sim.sent[-1].body)["open_message_id"] == "om_1"  # plain, never encrypted
-

@@ -189,8 +189,13 @@ def stamps() -> Stamped:
 
 @pytest_asyncio.fixture
 async def bot(api: FakeOpenAPI, stamps: Stamped) -> AsyncIterator[Bot]:
-    bot = Bot(APP_ID, app_secret=SECRET, host=api.url, http_transport=StampingTransport(stamps),
-              async_http_transport=AsyncStampingTransport(stamps))
+    bot = Bot(
+        APP_ID,
+        app_secret=SECRET,
+        host=api.url,
+        http_transport=StampingTransport(stamps),
+        async_http_transport=AsyncStampingTransport(stamps),
+    )
     yield bot
     await bot.aclose()
 
@@ -228,8 +233,13 @@ async def test_async_card_streams_growing_text_throttled_then_final(
 
     calls = card_calls(api)
     assert [c.method for c in calls] == ["POST", "PATCH", "PATCH", "PATCH", "PATCH"]
-    assert [shown(c) for c in calls] == ["thinking...", "The answer", "The answer is 42",
-                                         "The answer is 42.", "The answer is 42."]
+    assert [shown(c) for c in calls] == [
+        "thinking...",
+        "The answer",
+        "The answer is 42",
+        "The answer is 42.",
+        "The answer is 42.",
+    ]
     final = json.loads(calls[-1].json["content"])
     assert [e["tag"] for e in final["elements"]] == ["markdown"], "the final card has no '…' note"
     assert all(c.code == 0 for c in calls), "FakeOpenAPI refused a PATCH (over 5 QPS?)"
@@ -277,7 +287,8 @@ async def test_failed_final_update_raises_from_finish(api: FakeOpenAPI, bot: Bot
 
 async def test_fail_shows_the_error_in_the_card(api: FakeOpenAPI, bot: Bot) -> None:
     card = await AsyncStreamingCard.reply(
-        bot.async_api, USER_MESSAGE,
+        bot.async_api,
+        USER_MESSAGE,
         render=lambda text, state: default_card(text, state, title="Assistant"),
     )
     card.append("Partial answer")

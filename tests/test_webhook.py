@@ -66,13 +66,25 @@ def signed(payload: dict[str, Any], key: str = KEY) -> tuple[dict[str, str], byt
 
 
 def v2(event_type: str, event: dict[str, Any], token: str = TOKEN) -> dict[str, Any]:
-    return {"schema": "2.0", "header": {"event_id": "ev-1", "event_type": event_type, "token": token,
-                                        "create_time": "1", "app_id": "cli_a1b2c3d4e5f60718"},
-            "event": event}
+    return {
+        "schema": "2.0",
+        "header": {
+            "event_id": "ev-1",
+            "event_type": event_type,
+            "token": token,
+            "create_time": "1",
+            "app_id": "cli_a1b2c3d4e5f60718",
+        },
+        "event": event,
+    }
 
 
-CARD = {"operator": {"open_id": "ou_1"}, "token": "c-1", "action": {"value": {"k": "v"}, "tag": "button"},
-        "context": {"open_message_id": "om_1", "open_chat_id": "oc_1"}}
+CARD = {
+    "operator": {"open_id": "ou_1"},
+    "token": "c-1",
+    "action": {"value": {"k": "v"}, "tag": "button"},
+    "context": {"open_message_id": "om_1", "open_chat_id": "oc_1"},
+}
 
 
 # -- plain httpx ---------------------------------------------------------------------------------------
@@ -81,8 +93,13 @@ CARD = {"operator": {"open_id": "ou_1"}, "token": "c-1", "action": {"value": {"k
 async def test_challenge_is_answered_over_http(serve: Serve) -> None:
     bot, seen = make_bot()
     base = await serve(bot)
-    body = json.dumps({"encrypt": crypto.encrypt(json.dumps(
-        {"challenge": "ch-1", "token": TOKEN, "type": "url_verification"}), KEY)})
+    body = json.dumps(
+        {
+            "encrypt": crypto.encrypt(
+                json.dumps({"challenge": "ch-1", "token": TOKEN, "type": "url_verification"}), KEY
+            )
+        }
+    )
     async with httpx.AsyncClient() as client:
         r = await client.post(f"{base}/webhook/{bot.app_id}", content=body)
     assert r.status_code == 200 and r.json() == {"challenge": "ch-1"}
@@ -219,8 +236,12 @@ async def test_unexpected_error_is_500_with_a_generic_message() -> None:
 
 
 def bot_for(app: SimApp) -> Bot:
-    return Bot(app.app_id, app_secret=app.app_secret, verification_token=app.verification_token,
-               encrypt_key=app.encrypt_key)
+    return Bot(
+        app.app_id,
+        app_secret=app.app_secret,
+        verification_token=app.verification_token,
+        encrypt_key=app.encrypt_key,
+    )
 
 
 @pytest.mark.parametrize("encrypt", [True, False], ids=["encrypted", "plain"])

@@ -28,8 +28,6 @@ class BotAPIMixin:
     _async_api: AsyncOpenAPIClient | None
     _api_lock: threading.Lock
 
-
-
     def _require_secret(self) -> str:
         if not self.app_secret:
             raise ConfigurationError("app_secret is required for OpenAPI calls")
@@ -43,8 +41,11 @@ class BotAPIMixin:
                 from .openapi import OpenAPIClient
 
                 self._api = OpenAPIClient(
-                    self.app_id, self._require_secret(), host=self.host,
-                    transport=self._http_transport, clock=self._clock,
+                    self.app_id,
+                    self._require_secret(),
+                    host=self.host,
+                    transport=self._http_transport,
+                    clock=self._clock,
                 )
             return self._api
 
@@ -56,8 +57,11 @@ class BotAPIMixin:
                 from .openapi import AsyncOpenAPIClient
 
                 self._async_api = AsyncOpenAPIClient(
-                    self.app_id, self._require_secret(), host=self.host,
-                    transport=self._async_http_transport, clock=self._clock,
+                    self.app_id,
+                    self._require_secret(),
+                    host=self.host,
+                    transport=self._async_http_transport,
+                    clock=self._clock,
                 )
             return self._async_api
 
@@ -66,7 +70,11 @@ class BotAPIMixin:
     # keyword arguments (``uuid=``, ``reply_in_thread=``) are passed on.
 
     def send(
-        self, receive_id: str, content: Any, msg_type: str | None = None, receive_id_type: str = "open_id",
+        self,
+        receive_id: str,
+        content: Any,
+        msg_type: str | None = None,
+        receive_id_type: str = "open_id",
         **kwargs: Any,
     ) -> Any:
         """Send a message (``POST /open-apis/im/v1/messages``); returns the created message."""

@@ -199,8 +199,9 @@ def _run_awaitable_sync(value: Awaitable[T]) -> T:
         close = getattr(value, "close", None)
         if close is not None:
             close()  # never awaited: close it to avoid a "was never awaited" warning
-        raise ConfigurationError("async handler called by process_message in a running event loop; "
-                                 "use aprocess_message")
+        raise ConfigurationError(
+            "async handler called by process_message in a running event loop; use aprocess_message"
+        )
 
     async def _await() -> T:
         return await value

@@ -30,7 +30,6 @@ from typing import Any
 __all__ = ["FAST", "dumps", "dumps_bytes", "loads"]
 
 
-
 def _has_float(obj: Any) -> bool:
     """Whether a parsed JSON document holds a float anywhere."""
     stack = [obj]

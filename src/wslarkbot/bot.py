@@ -293,8 +293,11 @@ class Bot(BotAPIMixin):
             if env.has_signature:
                 # Verify before decrypting: tampered ciphertext never reaches AES-CBC (no padding oracle).
                 crypto.verify_event_signature(
-                    env.headers.get(_TS), env.headers.get(_NONCE), env.headers.get(_SIG),
-                    self.encrypt_key, env.raw_bytes(),
+                    env.headers.get(_TS),
+                    env.headers.get(_NONCE),
+                    env.headers.get(_SIG),
+                    self.encrypt_key,
+                    env.raw_bytes(),
                 )
                 signed = True
             data = self._decrypt(body["encrypt"], self.encrypt_key)
@@ -305,8 +308,9 @@ class Bot(BotAPIMixin):
         else:
             signed = signed or self._check_signature(env, event)
             self._check_token(event, signed=signed)
-        logger.debug("request %s: %s verified (signature checked: %s)",
-                     env.request_id or "-", event.event_type, signed)
+        logger.debug(
+            "request %s: %s verified (signature checked: %s)", env.request_id or "-", event.event_type, signed
+        )
         return FeishuRequest(event, dict(env.headers), encrypted=encrypted, signature_checked=signed)
 
     @staticmethod
@@ -388,9 +392,13 @@ class Bot(BotAPIMixin):
         age = message_age(request.event, self._clock())
         if age is None or age <= self.drop_older_than:
             return False
-        logger.info("request %s: dropping message %s, %.0f s old (drop_older_than=%.0f s)",
-                    request.request_id or "-", getattr(request.event, "message_id", "-"), age,
-                    self.drop_older_than)
+        logger.info(
+            "request %s: dropping message %s, %.0f s old (drop_older_than=%.0f s)",
+            request.request_id or "-",
+            getattr(request.event, "message_id", "-"),
+            age,
+            self.drop_older_than,
+        )
         return True
 
     def _flow(self, message: Any) -> Generator[Step, Any, DispatchResult]:

@@ -34,6 +34,7 @@ KeyFunction = Callable[[FeishuEvent], Hashable | None]
 #: What ``Bot(ordering=...)`` accepts.
 Ordering = Literal["chat"] | KeyFunction | None
 
+
 def chat_key(event: FeishuEvent) -> Hashable | None:
     """The ``"chat"`` ordering: ``("chat", chat_id)`` for received messages (the sender's open_id when a
     message has no chat_id), None for everything else."""

@@ -95,8 +95,9 @@ def parse_mentions(raw: Any) -> list[Mention]:
     return [Mention.from_dict(m) for m in raw if isinstance(m, Mapping)]
 
 
-def mentions_bot(mentions: Iterable[Mention], bot_open_id: str | None = None, *,
-                 bot_name: str | None = None) -> bool:
+def mentions_bot(
+    mentions: Iterable[Mention], bot_open_id: str | None = None, *, bot_name: str | None = None
+) -> bool:
     """Whether the bot is @mentioned (rules in the module docstring).
 
     Args:
@@ -173,8 +174,12 @@ class ReceivedPost:
     @property
     def image_keys(self) -> list[str]:
         """The ``image_key`` of every image in the post."""
-        return [str(e["image_key"]) for p in self.paragraphs for e in p
-                if e.get("tag") == "img" and e.get("image_key")]
+        return [
+            str(e["image_key"])
+            for p in self.paragraphs
+            for e in p
+            if e.get("tag") == "img" and e.get("image_key")
+        ]
 
 
 @dataclass(frozen=True)
@@ -234,8 +239,11 @@ def parse_content(message_type: str | None, data: Mapping[str, Any]) -> Received
     if kind == "post":
         body = _post_body(data)
         raw = body.get("content")
-        paragraphs = [[dict(e) for e in line if isinstance(e, Mapping)]
-                      for line in (raw if isinstance(raw, list) else []) if isinstance(line, list)]
+        paragraphs = [
+            [dict(e) for e in line if isinstance(e, Mapping)]
+            for line in (raw if isinstance(raw, list) else [])
+            if isinstance(line, list)
+        ]
         return ReceivedPost(str(body.get("title") or ""), paragraphs)
     if kind == "image" and _str(data.get("image_key")):
         return ReceivedImage(data["image_key"])

@@ -200,8 +200,11 @@ class PostLink(dict[str, Any]):
     """``{"tag": "a", "text", "href", "style"?}``."""
 
     def __init__(self, text: str, href: str, style: Iterable[str] | None = None) -> None:
-        super().__init__(_styled({"tag": "a", "text": _required("link text", text),
-                                  "href": _required("href", href)}, style))
+        super().__init__(
+            _styled(
+                {"tag": "a", "text": _required("link text", text), "href": _required("href", href)}, style
+            )
+        )
 
 
 class PostAt(dict[str, Any]):

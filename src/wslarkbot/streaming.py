@@ -82,8 +82,9 @@ def _fit(text: str, limit: int = MAX_CARD_TEXT_BYTES) -> str:
     return data[: limit - 16].decode("utf-8", "ignore") + "\n\n…(truncated)"
 
 
-def default_card(text: str, state: StreamState, *, title: str | None = None,
-                 thinking: str = "thinking...") -> dict[str, Any]:
+def default_card(
+    text: str, state: StreamState, *, title: str | None = None, thinking: str = "thinking..."
+) -> dict[str, Any]:
     """A card showing ``text`` as markdown: ``thinking`` while empty, a "…" note while streaming, the
     header (when ``title``) coloured by state. ``update_multi`` is on, so group members see the updates."""
     body = text if text.strip() else (thinking if state in ("thinking", "streaming") else " ")
@@ -126,9 +127,13 @@ class CardStream:
     ``1 / max_updates_per_second`` apart (at most that many per second), whatever the latency.
     """
 
-    def __init__(self, render: Render = default_card, *,
-                 max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        render: Render = default_card,
+        *,
+        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not max_updates_per_second > 0:
             raise ConfigurationError("max_updates_per_second must be > 0")
         self.render = render
@@ -221,8 +226,9 @@ def _message_id(response: Any) -> str:
 class _Front:
     """What both fronts share: construction, the final cards, error bookkeeping."""
 
-    def __init__(self, api: Any, message_id: str, stream: CardStream,
-                 on_error: Callable[[BaseException], None] | None) -> None:
+    def __init__(
+        self, api: Any, message_id: str, stream: CardStream, on_error: Callable[[BaseException], None] | None
+    ) -> None:
         self.api = api
         self.message_id = message_id
         self.stream = stream
@@ -249,8 +255,9 @@ class _Front:
             self.on_error(exc)
 
 
-def _new_stream(render: Render | None, max_updates_per_second: float,
-                 clock: Callable[[], float]) -> CardStream:
+def _new_stream(
+    render: Render | None, max_updates_per_second: float, clock: Callable[[], float]
+) -> CardStream:
     return CardStream(render or default_card, max_updates_per_second=max_updates_per_second, clock=clock)
 
 
@@ -260,16 +267,29 @@ class AsyncStreamingCard(_Front):
     Use it from one event loop. See the module docstring for the contracts.
     """
 
-    def __init__(self, api: Any, message_id: str, stream: CardStream,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        api: Any,
+        message_id: str,
+        stream: CardStream,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         super().__init__(api, message_id, stream, on_error)
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def reply(cls, api: Any, message_id: str, text: str = "", *, reply_in_thread: bool = False,
-                    render: Render | None = None, max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
-                    on_error: Callable[[BaseException], None] | None = None,
-                    clock: Callable[[], float] = time.monotonic) -> AsyncStreamingCard:
+    async def reply(
+        cls,
+        api: Any,
+        message_id: str,
+        text: str = "",
+        *,
+        reply_in_thread: bool = False,
+        render: Render | None = None,
+        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        on_error: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> AsyncStreamingCard:
         """Reply to ``message_id`` with the ``thinking`` card (``text`` shown, or "thinking...").
 
         Raises:
@@ -281,10 +301,18 @@ class AsyncStreamingCard(_Front):
         return cls(api, _message_id(response), stream, on_error)
 
     @classmethod
-    async def send(cls, api: Any, receive_id: str, text: str = "", *, receive_id_type: str = "open_id",
-                   render: Render | None = None, max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
-                   on_error: Callable[[BaseException], None] | None = None,
-                   clock: Callable[[], float] = time.monotonic) -> AsyncStreamingCard:
+    async def send(
+        cls,
+        api: Any,
+        receive_id: str,
+        text: str = "",
+        *,
+        receive_id_type: str = "open_id",
+        render: Render | None = None,
+        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        on_error: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> AsyncStreamingCard:
         """Send the ``thinking`` card to ``receive_id`` (``receive_id_type``: open_id, chat_id...)."""
         stream = _new_stream(render, max_updates_per_second, clock)
         response = await api.send_card(receive_id, stream.first_card(text), receive_id_type=receive_id_type)
@@ -353,8 +381,9 @@ class AsyncStreamingCard(_Front):
     async def __aenter__(self) -> AsyncStreamingCard:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.stream.closed:
             return
         if exc is None:
@@ -373,18 +402,31 @@ class StreamingCard(_Front):
     thread-safe (one sender at a time).
     """
 
-    def __init__(self, api: Any, message_id: str, stream: CardStream,
-                 on_error: Callable[[BaseException], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        api: Any,
+        message_id: str,
+        stream: CardStream,
+        on_error: Callable[[BaseException], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         super().__init__(api, message_id, stream, on_error)
         self._lock = threading.RLock()
         self._sleep = sleep
 
     @classmethod
-    def reply(cls, api: Any, message_id: str, text: str = "", *, reply_in_thread: bool = False,
-              render: Render | None = None, max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
-              on_error: Callable[[BaseException], None] | None = None,
-              clock: Callable[[], float] = time.monotonic) -> StreamingCard:
+    def reply(
+        cls,
+        api: Any,
+        message_id: str,
+        text: str = "",
+        *,
+        reply_in_thread: bool = False,
+        render: Render | None = None,
+        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        on_error: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> StreamingCard:
         """Reply to ``message_id`` with the ``thinking`` card. Raises FeishuAPIError when that fails."""
         stream = _new_stream(render, max_updates_per_second, clock)
         response = api.reply_card(message_id, stream.first_card(text), reply_in_thread=reply_in_thread)
@@ -392,10 +434,18 @@ class StreamingCard(_Front):
         return cls(api, _message_id(response), stream, on_error)
 
     @classmethod
-    def send(cls, api: Any, receive_id: str, text: str = "", *, receive_id_type: str = "open_id",
-             render: Render | None = None, max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
-             on_error: Callable[[BaseException], None] | None = None,
-             clock: Callable[[], float] = time.monotonic) -> StreamingCard:
+    def send(
+        cls,
+        api: Any,
+        receive_id: str,
+        text: str = "",
+        *,
+        receive_id_type: str = "open_id",
+        render: Render | None = None,
+        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        on_error: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> StreamingCard:
         """Send the ``thinking`` card to ``receive_id``."""
         stream = _new_stream(render, max_updates_per_second, clock)
         response = api.send_card(receive_id, stream.first_card(text), receive_id_type=receive_id_type)
@@ -453,8 +503,9 @@ class StreamingCard(_Front):
     def __enter__(self) -> StreamingCard:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.stream.closed:
             return
         if exc is None:

@@ -139,8 +139,13 @@ def create_webhook_app(
             answer = WebhookResponse(404, {"msg": "unknown app"})
         else:
             answer = await handle_webhook(bot, request.headers, await request.read(), executor=executor)
-        return web.Response(status=answer.status, body=answer.body_bytes(), content_type="application/json",
-                            charset="utf-8", headers=answer.headers)
+        return web.Response(
+            status=answer.status,
+            body=answer.body_bytes(),
+            content_type="application/json",
+            charset="utf-8",
+            headers=answer.headers,
+        )
 
     app = web.Application()
     app.router.add_post(path, webhook)

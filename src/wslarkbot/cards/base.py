@@ -29,11 +29,37 @@ __all__ = [
 
 #: A card's ``content`` is at most 30 KB (protocol.md §8, "Size limits").
 MAX_CARD_BYTES = 30 * 1024
-HEADER_TEMPLATES = frozenset({"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine",
-                              "violet", "purple", "indigo", "grey", "default"})
+HEADER_TEMPLATES = frozenset(
+    {
+        "blue",
+        "wathet",
+        "turquoise",
+        "green",
+        "yellow",
+        "orange",
+        "red",
+        "carmine",
+        "violet",
+        "purple",
+        "indigo",
+        "grey",
+        "default",
+    }
+)
 TEXT_TAGS = frozenset({"plain_text", "lark_md"})
-BUTTON_TYPES = frozenset({"default", "primary", "danger", "text", "laser", "primary_filled", "danger_filled",
-                          "primary_text", "danger_text"})
+BUTTON_TYPES = frozenset(
+    {
+        "default",
+        "primary",
+        "danger",
+        "text",
+        "laser",
+        "primary_filled",
+        "danger_filled",
+        "primary_text",
+        "danger_text",
+    }
+)
 ACTION_LAYOUTS = frozenset({"bisected", "trisected", "flow"})
 FLEX_MODES = frozenset({"none", "stretch", "flow", "bisect", "trisect"})
 VERTICAL_ALIGNS = frozenset({"top", "center", "bottom"})
@@ -105,5 +131,3 @@ class CardElement(dict[str, Any]):
         """A plain, JSON-ready deep copy."""
         result: dict[str, Any] = _plain(self)
         return result
-
-

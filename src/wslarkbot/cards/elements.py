@@ -72,8 +72,15 @@ class FeishuMessageDiv(CardElement):
     ``extra`` is one element shown on the right (an image, a button, an overflow...).
     """
 
-    def __init__(self, content: Any = "", tag: str = "plain_text", *, fields: list[Any] | None = None,
-                 extra: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        content: Any = "",
+        tag: str = "plain_text",
+        *,
+        fields: list[Any] | None = None,
+        extra: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(tag="div")
         if content != "" or not fields:
             self["text"] = _text(content, tag)
@@ -107,12 +114,25 @@ class FeishuMessageMarkdown(CardElement):
 class FeishuMessageImage(CardElement):
     """``{"tag": "img", "img_key", "alt": {"tag": "plain_text", ...}, "mode", "preview"}``."""
 
-    def __init__(self, img_key: str = "", alt: str = "", tag: str = "plain_text",
-                 mode: str = "fit_horizontal", preview: bool = True, *, title: Any = None) -> None:
+    def __init__(
+        self,
+        img_key: str = "",
+        alt: str = "",
+        tag: str = "plain_text",
+        mode: str = "fit_horizontal",
+        preview: bool = True,
+        *,
+        title: Any = None,
+    ) -> None:
         if not img_key:
             raise _fail("image needs an img_key (upload the image first)")
-        super().__init__(tag="img", img_key=img_key, alt=_text(alt, tag or "plain_text", "image alt"),
-                         mode=_choice("image mode", mode, IMAGE_MODES), preview=bool(preview))
+        super().__init__(
+            tag="img",
+            img_key=img_key,
+            alt=_text(alt, tag or "plain_text", "image alt"),
+            mode=_choice("image mode", mode, IMAGE_MODES),
+            preview=bool(preview),
+        )
         if title is not None:
             self["title"] = _text(title)
 
@@ -134,29 +154,45 @@ class FeishuMessageNote(CardElement):
 class FeishuMessageColumn(CardElement):
     """``{"tag": "column", "width", "weight", "vertical_align", "elements"}``; weight 1..5."""
 
-    def __init__(self, *elements: Any, width: str = "weighted", weight: int = 1,
-                 vertical_align: str = "top") -> None:
+    def __init__(
+        self, *elements: Any, width: str = "weighted", weight: int = 1, vertical_align: str = "top"
+    ) -> None:
         if width not in ("auto", "weighted") and not re.fullmatch(r"\d+px", str(width)):
             raise _fail(f"column width must be 'auto', 'weighted' or '<n>px', not {width!r}")
-        if width == "weighted" and (not isinstance(weight, int) or
-                                    not COLUMN_WEIGHT_MIN <= weight <= COLUMN_WEIGHT_MAX):
-            raise _fail(f"column weight must be an integer {COLUMN_WEIGHT_MIN}..{COLUMN_WEIGHT_MAX}, "
-                        f"not {weight!r}")
-        super().__init__(tag="column", width=width, weight=weight,
-                         vertical_align=_choice("vertical_align", vertical_align, VERTICAL_ALIGNS),
-                         elements=_children(elements, "column elements"))
+        if width == "weighted" and (
+            not isinstance(weight, int) or not COLUMN_WEIGHT_MIN <= weight <= COLUMN_WEIGHT_MAX
+        ):
+            raise _fail(
+                f"column weight must be an integer {COLUMN_WEIGHT_MIN}..{COLUMN_WEIGHT_MAX}, not {weight!r}"
+            )
+        super().__init__(
+            tag="column",
+            width=width,
+            weight=weight,
+            vertical_align=_choice("vertical_align", vertical_align, VERTICAL_ALIGNS),
+            elements=_children(elements, "column elements"),
+        )
 
 
 class FeishuMessageColumnSet(CardElement):
     """``{"tag": "column_set", "flex_mode", "background_style", "columns"}``."""
 
-    def __init__(self, *columns: Any, flex_mode: str = "none", background_style: str = "grey",
-                 horizontal_spacing: str | None = None) -> None:
+    def __init__(
+        self,
+        *columns: Any,
+        flex_mode: str = "none",
+        background_style: str = "grey",
+        horizontal_spacing: str | None = None,
+    ) -> None:
         for c in columns:
             if not isinstance(c, Mapping) or c.get("tag") != "column":
                 raise _fail("column_set takes FeishuMessageColumn elements")
-        super().__init__(tag="column_set", flex_mode=_choice("flex_mode", flex_mode, FLEX_MODES),
-                         background_style=background_style, columns=list(columns))
+        super().__init__(
+            tag="column_set",
+            flex_mode=_choice("flex_mode", flex_mode, FLEX_MODES),
+            background_style=background_style,
+            columns=list(columns),
+        )
         if horizontal_spacing is not None:
             self["horizontal_spacing"] = horizontal_spacing
 
@@ -167,10 +203,14 @@ class FeishuMessageCardConfig(CardElement):
     ``update_multi=True`` makes an update visible to everyone (required to PATCH shared cards).
     """
 
-    def __init__(self, update_multi: bool = True, enable_forward: bool = True,
-                 wide_screen_mode: bool = True) -> None:
-        super().__init__(update_multi=bool(update_multi), enable_forward=bool(enable_forward),
-                         wide_screen_mode=bool(wide_screen_mode))
+    def __init__(
+        self, update_multi: bool = True, enable_forward: bool = True, wide_screen_mode: bool = True
+    ) -> None:
+        super().__init__(
+            update_multi=bool(update_multi),
+            enable_forward=bool(enable_forward),
+            wide_screen_mode=bool(wide_screen_mode),
+        )
 
 
 class FeishuMessageCardHeader(CardElement):
@@ -179,8 +219,10 @@ class FeishuMessageCardHeader(CardElement):
     def __init__(self, content: str = "", tag: str = "plain_text", template: str = "blue") -> None:
         if not isinstance(content, str) or not content.strip():
             raise _fail("card header needs a non-empty title")
-        super().__init__(title=_text(content, tag, "header title"),
-                         template=_choice("header template", template, HEADER_TEMPLATES))
+        super().__init__(
+            title=_text(content, tag, "header title"),
+            template=_choice("header template", template, HEADER_TEMPLATES),
+        )
 
 
 class FeishuMessageCard(CardElement):
@@ -206,5 +248,3 @@ class FeishuMessageCard(CardElement):
         """A plain deep copy; raises :class:`CardValidationError` when the JSON exceeds 30 KB."""
         card_json(self)
         return super().to_dict()
-
-

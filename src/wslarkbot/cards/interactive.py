@@ -49,15 +49,28 @@ class FeishuMessageButton(CardElement):
         url: open a link instead of (or besides) calling back; ``multi_url`` per platform.
     """
 
-    def __init__(self, content: str = "", tag: str = "plain_text", value: Mapping[str, Any] | None = None,
-                 type: str = "default", *, url: str | None = None, multi_url: Mapping[str, str] | None = None,
-                 confirm: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        content: str = "",
+        tag: str = "plain_text",
+        value: Mapping[str, Any] | None = None,
+        type: str = "default",
+        *,
+        url: str | None = None,
+        multi_url: Mapping[str, str] | None = None,
+        confirm: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not content:
             raise _fail("button needs a label")
         if value is not None and not isinstance(value, Mapping):
             raise _fail("button value must be a dict")
-        super().__init__(tag="button", text=_text(content, tag, "button text"),
-                         type=_choice("button type", type, BUTTON_TYPES), value=dict(value or {}))
+        super().__init__(
+            tag="button",
+            text=_text(content, tag, "button text"),
+            type=_choice("button type", type, BUTTON_TYPES),
+            value=dict(value or {}),
+        )
         for key, item in (("url", url), ("multi_url", multi_url), ("confirm", confirm)):
             if item is not None:
                 self[key] = item
@@ -79,8 +92,9 @@ class FeishuMessageAction(CardElement):
 class FeishuMessageOption(CardElement):
     """An option ``{"value", "text": {"tag": "plain_text", "content"}}``; the text defaults to the value."""
 
-    def __init__(self, value: str = "", content: str = "", tag: str = "plain_text", *,
-                 url: str | None = None) -> None:
+    def __init__(
+        self, value: str = "", content: str = "", tag: str = "plain_text", *, url: str | None = None
+    ) -> None:
         if not value:
             raise _fail("option needs a value")
         super().__init__(value=value, text=_text(content or value, tag, "option text"))
@@ -110,9 +124,16 @@ class FeishuMessageSelect(CardElement):
     ``FeishuMessageSelect("Pick", *options)`` work (a leading string is the placeholder).
     """
 
-    def __init__(self, *options: Any, placeholder: str = "", tag: str = "select_static",
-                 initial_option: str | None = None, value: Mapping[str, Any] | None = None,
-                 confirm: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *options: Any,
+        placeholder: str = "",
+        tag: str = "select_static",
+        initial_option: str | None = None,
+        value: Mapping[str, Any] | None = None,
+        confirm: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if options and isinstance(options[0], str):
             placeholder, options = options[0], options[1:]
         if tag == "plain_text":  # the original's ``tag`` named the placeholder's text tag
@@ -121,16 +142,24 @@ class FeishuMessageSelect(CardElement):
         values = [o.get("value") for o in items if isinstance(o, Mapping)]
         if initial_option is not None and initial_option not in values:
             raise _fail(f"initial_option {initial_option!r} is not one of the options")
-        super().__init__(tag=_choice("select tag", tag, frozenset({"select_static"})),
-                         placeholder=_text(placeholder, what="placeholder"), options=items)
+        super().__init__(
+            tag=_choice("select tag", tag, frozenset({"select_static"})),
+            placeholder=_text(placeholder, what="placeholder"),
+            options=items,
+        )
         _interactive_extras(self, kwargs, initial_option=initial_option, value=value, confirm=confirm)
 
 
 class FeishuMessageOverflow(CardElement):
     """The folded button group ``{"tag": "overflow", "options": [...]}``."""
 
-    def __init__(self, *options: Any, value: Mapping[str, Any] | None = None,
-                 confirm: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *options: Any,
+        value: Mapping[str, Any] | None = None,
+        confirm: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(tag="overflow", options=_options(options, "overflow"))
         _interactive_extras(self, kwargs, value=value, confirm=confirm)
 
@@ -141,9 +170,15 @@ class FeishuMessageSelectPerson(CardElement):
     Without persons Feishu offers every member of the chat.
     """
 
-    def __init__(self, *persons: Any, placeholder: str = "", initial_option: str | None = None,
-                 value: Mapping[str, Any] | None = None, confirm: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *persons: Any,
+        placeholder: str = "",
+        initial_option: str | None = None,
+        value: Mapping[str, Any] | None = None,
+        confirm: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         items = [{"value": p} if isinstance(p, str) else p for p in persons]
         super().__init__(tag="select_person", placeholder=_text(placeholder, what="placeholder"))
         if items:
@@ -154,15 +189,29 @@ class FeishuMessageSelectPerson(CardElement):
 class FeishuMessageDatePicker(CardElement):
     """``{"tag": "date_picker" | "picker_time" | "picker_datetime", "placeholder", ...}``."""
 
-    def __init__(self, content: str = "Please select date", tag: str = "date_picker", *,
-                 initial_date: str | None = None, initial_time: str | None = None,
-                 initial_datetime: str | None = None, value: Mapping[str, Any] | None = None,
-                 confirm: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        content: str = "Please select date",
+        tag: str = "date_picker",
+        *,
+        initial_date: str | None = None,
+        initial_time: str | None = None,
+        initial_datetime: str | None = None,
+        value: Mapping[str, Any] | None = None,
+        confirm: Mapping[str, Any] | None = None,
+    ) -> None:
         if tag == "plain_text":  # the original's ``tag`` named the placeholder's text tag
             tag = "date_picker"
-        super().__init__(tag=_choice("date picker tag", tag, DATE_PICKER_TAGS),
-                         placeholder=_text(content, what="placeholder"))
-        _interactive_extras(self, {}, initial_date=initial_date, initial_time=initial_time,
-                            initial_datetime=initial_datetime, value=value, confirm=confirm)
-
-
+        super().__init__(
+            tag=_choice("date picker tag", tag, DATE_PICKER_TAGS),
+            placeholder=_text(content, what="placeholder"),
+        )
+        _interactive_extras(
+            self,
+            {},
+            initial_date=initial_date,
+            initial_time=initial_time,
+            initial_datetime=initial_datetime,
+            value=value,
+            confirm=confirm,
+        )

@@ -28,8 +28,12 @@ class Toast(CardElement):
 class TemplateCard(CardElement):
     """A card built from a template: ``{"template_id", "template_version_name"?, "template_variable"?}``."""
 
-    def __init__(self, template_id: str, template_variable: Mapping[str, Any] | None = None,
-                 template_version_name: str | None = None) -> None:
+    def __init__(
+        self,
+        template_id: str,
+        template_variable: Mapping[str, Any] | None = None,
+        template_version_name: str | None = None,
+    ) -> None:
         if not template_id:
             raise _fail("template card needs a template_id")
         super().__init__(template_id=template_id)

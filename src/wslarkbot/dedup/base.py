@@ -134,4 +134,3 @@ class Deduplicator(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-

@@ -112,9 +112,15 @@ def claim_event(store: Deduplicator | None, app_id: str, event: FeishuEvent, req
     if state is ClaimState.NEW:
         return Claim(store, key)
     if state is ClaimState.PENDING:
-        logger.info("request %s: %s (same %s) still in progress elsewhere: not handled again, not answered "
-                    "(to be delivered again)", request_id, event.event_type, key_kind(event))
+        logger.info(
+            "request %s: %s (same %s) still in progress elsewhere: not handled again, not answered "
+            "(to be delivered again)",
+            request_id,
+            event.event_type,
+            key_kind(event),
+        )
         return Claim(store, key, duplicate=True, in_progress=True)
-    logger.info("request %s: duplicate %s (same %s) not handled again", request_id, event.event_type,
-                key_kind(event))
+    logger.info(
+        "request %s: duplicate %s (same %s) not handled again", request_id, event.event_type, key_kind(event)
+    )
     return Claim(store, key, duplicate=True)

@@ -60,7 +60,7 @@ def _host_scope() -> str:
 def _proc_stat(pid: int) -> tuple[str, str] | None:
     """(state, start time in clock ticks since boot) of ``pid`` from ``/proc``; None without ``/proc``."""
     text = _read(f"/proc/{pid}/stat")
-    fields = text[text.rfind(")") + 2:].split() if ")" in text else []
+    fields = text[text.rfind(")") + 2 :].split() if ")" in text else []
     return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
@@ -160,6 +160,7 @@ class SqliteDeduplicator(Deduplicator):
 
     def _add_owner_column(self) -> None:
         """Upgrade a table created before the ``owner`` column (another process may be doing it too)."""
+
         def has_owner() -> bool:
             return any(row[1] == "owner" for row in self._conn.execute("PRAGMA table_info(wslarkbot_dedup)"))
 
@@ -204,8 +205,10 @@ class SqliteDeduplicator(Deduplicator):
                 if row is not None and row[1] > now:
                     state = ClaimState.DONE if row[0] else ClaimState.PENDING
                     if state is ClaimState.PENDING and _owner_is_dead(row[2], self._scope, self._token):
-                        logger.warning("dedup: taking over a claim left pending by a dead process (%s)",
-                                       row[2].rsplit(" ", 3)[1])
+                        logger.warning(
+                            "dedup: taking over a claim left pending by a dead process (%s)",
+                            row[2].rsplit(" ", 3)[1],
+                        )
                         state = ClaimState.NEW
                 if state is ClaimState.NEW:
                     self._conn.execute(

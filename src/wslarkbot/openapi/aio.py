@@ -38,9 +38,17 @@ class AsyncOpenAPIClient(BaseOpenAPIClient[Awaitable[OpenAPIResponse], Awaitable
             msg = await api.reply_text("om_xxx", "pong", reply_in_thread=True)
     """
 
-    def __init__(self, app_id: str, app_secret: str, host: str = DEFAULT_HOST, *,
-                 transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time,
-                 max_retries: int = 3, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        host: str = DEFAULT_HOST,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        max_retries: int = 3,
+        timeout: float = 10.0,
+    ) -> None:
         self._core = OpenAPICore(app_id, app_secret, clock=clock, max_retries=max_retries)
         self._http = httpx.AsyncClient(base_url=host.rstrip("/"), transport=transport, timeout=timeout)
         self._token_lock = asyncio.Lock()
@@ -61,8 +69,13 @@ class AsyncOpenAPIClient(BaseOpenAPIClient[Awaitable[OpenAPIResponse], Awaitable
                 reply = await self._token(step.stale)
 
     async def _send(self, request: HTTPRequest) -> HTTPResponse:
-        response = await self._http.request(request.method, request.path, json=request.json,
-                                            params=request.params, headers=dict(request.headers))
+        response = await self._http.request(
+            request.method,
+            request.path,
+            json=request.json,
+            params=request.params,
+            headers=dict(request.headers),
+        )
         return HTTPResponse(response.status_code, response.headers, response.content)
 
     async def _token(self, stale: str | None) -> str:
@@ -83,6 +96,7 @@ class AsyncOpenAPIClient(BaseOpenAPIClient[Awaitable[OpenAPIResponse], Awaitable
     async def __aenter__(self) -> AsyncOpenAPIClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()

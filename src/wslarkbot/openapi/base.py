@@ -43,13 +43,20 @@ class BaseOpenAPIClient(ABC, Generic[R, S]):
     def tenant_access_token(self) -> S:
         """The current tenant_access_token (fetched on first use, cached, refreshed before expiry)."""
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: Mapping[str, str] | None = None) -> R:
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+    ) -> R:
         """Call any endpoint with the app's token: ``request("GET", "/open-apis/im/v1/chats")``."""
         return self._call(self._core.generic(method, path, json=json, params=params))
 
-    def send(self, receive_id: str, content: Any, msg_type: str | None = None,
-             receive_id_type: str = "open_id", uuid: str | None = None) -> R:
+    def send(
+        self,
+        receive_id: str,
+        content: Any,
+        msg_type: str | None = None,
+        receive_id_type: str = "open_id",
+        uuid: str | None = None,
+    ) -> R:
         """Send a message: ``POST /open-apis/im/v1/messages?receive_id_type=...``.
 
         Args:
@@ -63,8 +70,14 @@ class BaseOpenAPIClient(ABC, Generic[R, S]):
         """
         return self._call(self._core.send(receive_id, content, msg_type, receive_id_type, uuid))
 
-    def reply(self, message_id: str, content: Any, msg_type: str | None = None,
-              reply_in_thread: bool = False, uuid: str | None = None) -> R:
+    def reply(
+        self,
+        message_id: str,
+        content: Any,
+        msg_type: str | None = None,
+        reply_in_thread: bool = False,
+        uuid: str | None = None,
+    ) -> R:
         """Reply to a message: ``POST /open-apis/im/v1/messages/:message_id/reply``."""
         return self._call(self._core.reply(message_id, content, msg_type, reply_in_thread, uuid))
 
@@ -72,23 +85,27 @@ class BaseOpenAPIClient(ABC, Generic[R, S]):
         """Replace a card the app sent: ``PATCH /open-apis/im/v1/messages/:message_id``."""
         return self._call(self._core.update(message_id, content))
 
-    def send_text(self, receive_id: str, text: str, receive_id_type: str = "open_id",
-                  uuid: str | None = None) -> R:
+    def send_text(
+        self, receive_id: str, text: str, receive_id_type: str = "open_id", uuid: str | None = None
+    ) -> R:
         """Send ``{"text": text}`` as a text message."""
         return self.send(receive_id, {"text": text}, "text", receive_id_type, uuid)
 
-    def reply_text(self, message_id: str, text: str, reply_in_thread: bool = False,
-                   uuid: str | None = None) -> R:
+    def reply_text(
+        self, message_id: str, text: str, reply_in_thread: bool = False, uuid: str | None = None
+    ) -> R:
         """Reply with a text message."""
         return self.reply(message_id, {"text": text}, "text", reply_in_thread, uuid)
 
-    def send_card(self, receive_id: str, card: Any, receive_id_type: str = "open_id",
-                  uuid: str | None = None) -> R:
+    def send_card(
+        self, receive_id: str, card: Any, receive_id_type: str = "open_id", uuid: str | None = None
+    ) -> R:
         """Send an ``interactive`` message (a card: dict, JSON string or ``FeishuMessageCard``)."""
         return self.send(receive_id, card, "interactive", receive_id_type, uuid)
 
-    def reply_card(self, message_id: str, card: Any, reply_in_thread: bool = False,
-                   uuid: str | None = None) -> R:
+    def reply_card(
+        self, message_id: str, card: Any, reply_in_thread: bool = False, uuid: str | None = None
+    ) -> R:
         """Reply with a card."""
         return self.reply(message_id, card, "interactive", reply_in_thread, uuid)
 

@@ -105,8 +105,9 @@ class OpenAPIResponse(dict[str, Any]):
     :attr:`log_id` describe the HTTP response.
     """
 
-    def __init__(self, data: Mapping[str, Any], *, body: Any, status_code: int,
-                 headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], *, body: Any, status_code: int, headers: Mapping[str, str]
+    ) -> None:
         super().__init__(data)
         self.body = body
         self.status_code = status_code
@@ -162,18 +163,37 @@ def interpret(response: HTTPResponse) -> dict[str, Any]:
     code = body.get("code", -1 if response.status_code >= 400 else 0) if isinstance(body, dict) else -1
     msg = str(body.get("msg", "")) if isinstance(body, dict) else ""
     if response.status_code == 429 or code == RATE_LIMIT_CODE:
-        raise RateLimitedError(RATE_LIMIT_CODE, msg or "request trigger frequency limit",
-                               retry_after=_rate_limit_wait(response.headers), log_id=log_id,
-                               http_status=response.status_code, body=body)
+        raise RateLimitedError(
+            RATE_LIMIT_CODE,
+            msg or "request trigger frequency limit",
+            retry_after=_rate_limit_wait(response.headers),
+            log_id=log_id,
+            http_status=response.status_code,
+            body=body,
+        )
     if not isinstance(body, dict):
-        raise FeishuAPIError(-1, f"non-JSON response (HTTP {response.status_code})",
-                             log_id=log_id, http_status=response.status_code)
+        raise FeishuAPIError(
+            -1,
+            f"non-JSON response (HTTP {response.status_code})",
+            log_id=log_id,
+            http_status=response.status_code,
+        )
     if not isinstance(code, int):
-        raise FeishuAPIError(-1, f"malformed response code {code!r}", log_id=log_id,
-                             http_status=response.status_code, body=body)
+        raise FeishuAPIError(
+            -1,
+            f"malformed response code {code!r}",
+            log_id=log_id,
+            http_status=response.status_code,
+            body=body,
+        )
     if code != 0 or response.status_code >= 400:
-        raise FeishuAPIError(code or -1, msg or f"HTTP {response.status_code}", log_id=log_id,
-                             http_status=response.status_code, body=body)
+        raise FeishuAPIError(
+            code or -1,
+            msg or f"HTTP {response.status_code}",
+            log_id=log_id,
+            http_status=response.status_code,
+            body=body,
+        )
     return body
 
 
@@ -216,7 +236,7 @@ def content_to_string(content: Any) -> str:
             parsed = None
         if not isinstance(parsed, dict):
             raise ConfigurationError(
-                "content string must be a JSON object such as '{\"text\": \"hi\"}'; "
+                'content string must be a JSON object such as \'{"text": "hi"}\'; '
                 "use send_text() for plain text"
             )
         return content
@@ -291,8 +311,13 @@ class OpenAPICore:
         stale: str | None = None
         while True:
             token: str = yield NeedToken(stale)
-            authorised = HTTPRequest(request.method, request.path, request.json, request.params,
-                                     {**request.headers, "Authorization": f"Bearer {token}"})
+            authorised = HTTPRequest(
+                request.method,
+                request.path,
+                request.json,
+                request.params,
+                {**request.headers, "Authorization": f"Bearer {token}"},
+            )
             try:
                 response, body = yield from exchange(authorised, self.max_retries)
             except FeishuAPIError as exc:
@@ -301,21 +326,27 @@ class OpenAPICore:
                     continue
                 raise
             data = body.get("data")
-            return OpenAPIResponse(data if isinstance(data, dict) else {}, body=body,
-                                   status_code=response.status_code, headers=response.headers)
+            return OpenAPIResponse(
+                data if isinstance(data, dict) else {},
+                body=body,
+                status_code=response.status_code,
+                headers=response.headers,
+            )
 
     # -- request builders (protocol.md §8) ----------------------------------------------------------
 
     @staticmethod
-    def generic(method: str, path: str, *, json: Any = None,
-                params: Mapping[str, str] | None = None) -> HTTPRequest:
+    def generic(
+        method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+    ) -> HTTPRequest:
         if not path.startswith("/"):
             raise ConfigurationError("path must start with '/', e.g. '/open-apis/im/v1/messages'")
         return HTTPRequest(method.upper(), path, json, dict(params) if params else None)
 
     @staticmethod
-    def send(receive_id: str, content: Any, msg_type: str | None, receive_id_type: str,
-             uuid: str | None) -> HTTPRequest:
+    def send(
+        receive_id: str, content: Any, msg_type: str | None, receive_id_type: str, uuid: str | None
+    ) -> HTTPRequest:
         if receive_id_type not in RECEIVE_ID_TYPES:
             raise ConfigurationError(f"receive_id_type must be one of {sorted(RECEIVE_ID_TYPES)}")
         _check_uuid(uuid)
@@ -328,8 +359,9 @@ class OpenAPICore:
         return HTTPRequest("POST", "/open-apis/im/v1/messages", body, {"receive_id_type": receive_id_type})
 
     @staticmethod
-    def reply(message_id: str, content: Any, msg_type: str | None, reply_in_thread: bool,
-              uuid: str | None) -> HTTPRequest:
+    def reply(
+        message_id: str, content: Any, msg_type: str | None, reply_in_thread: bool, uuid: str | None
+    ) -> HTTPRequest:
         _check_uuid(uuid)
         kind = _msg_type_of(content, msg_type)
         text = content_to_string(content)

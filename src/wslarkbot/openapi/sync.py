@@ -44,9 +44,17 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str]):
         timeout: seconds per HTTP request.
     """
 
-    def __init__(self, app_id: str, app_secret: str, host: str = DEFAULT_HOST, *,
-                 transport: httpx.BaseTransport | None = None, clock: Callable[[], float] = time.time,
-                 max_retries: int = 3, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        host: str = DEFAULT_HOST,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        max_retries: int = 3,
+        timeout: float = 10.0,
+    ) -> None:
         self._core = OpenAPICore(app_id, app_secret, clock=clock, max_retries=max_retries)
         self._http = httpx.Client(base_url=host.rstrip("/"), transport=transport, timeout=timeout)
         self._token_lock = threading.Lock()
@@ -67,8 +75,13 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str]):
                 reply = self._token(step.stale)
 
     def _send(self, request: HTTPRequest) -> HTTPResponse:
-        response = self._http.request(request.method, request.path, json=request.json,
-                                      params=request.params, headers=dict(request.headers))
+        response = self._http.request(
+            request.method,
+            request.path,
+            json=request.json,
+            params=request.params,
+            headers=dict(request.headers),
+        )
         return HTTPResponse(response.status_code, response.headers, response.content)
 
     def _token(self, stale: str | None) -> str:
@@ -89,6 +102,7 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str]):
     def __enter__(self) -> OpenAPIClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -24,8 +24,14 @@ class TokenCache:
     """Holds the current token and decides when it must be fetched again. Not thread-safe by itself:
     the clients serialise :meth:`OpenAPICore.token_flow` with their own lock."""
 
-    def __init__(self, app_id: str, app_secret: str, *, clock: Callable[[], float],
-                 refresh_margin: float = REFRESH_MARGIN) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        *,
+        clock: Callable[[], float],
+        refresh_margin: float = REFRESH_MARGIN,
+    ) -> None:
         self._app_id = app_id
         self._app_secret = app_secret
         self._clock = clock

@@ -365,6 +365,8 @@ class InMemoryHub(Hub):
         # Replays are never held back as duplicates of themselves (Subscriber.release): no key.
         if not sub.offer(event.frame(replay=replay), None if replay else event.key, replay=replay):
             return False
+        if event.buffered:
+            sub.note(event.channel, event.entry_id)
         if sub.protocol >= 2 and (group or event.buffered):
             sub.inflight.add(
                 InFlight(

@@ -47,7 +47,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import ProtocolError
@@ -100,6 +101,7 @@ class RedisHub(Hub):
         timeout: Redis socket and subscribe-confirmation timeout, seconds.
         start_wait: how long :meth:`start` waits for the first connection; after that the node serves
             (503 for webhooks) and keeps connecting in the background.
+        clock: wall-clock seconds, for the buffer's age horizon (injected in tests).
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class RedisHub(Hub):
         timeout: float = 1.0,
         start_wait: float = 5.0,
         buffers: BufferPolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id or new_node_id()
         self.buffers = buffers or BufferPolicy()
@@ -130,7 +133,12 @@ class RedisHub(Hub):
             self._on_message,
             timeout=timeout,
             client_name=f"wslarkbot-{self.node_id}",
+            on_down=self._link_down,
+            on_up=self._link_up,
         )
+        self._clock = clock
+        #: subscribers whose live frames are held since the link went down, with what is left to catch up
+        self._behind: dict[int, _CatchUp] = {}
         self._resolve = self.link.client.register_script(RESOLVE_SCRIPT)
         self._append = self.link.client.register_script(APPEND_SCRIPT)
         self._tallies: dict[str, Tally] = {}
@@ -200,9 +208,11 @@ class RedisHub(Hub):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_buffer(self, channel: str, since: str | None) -> list[BufferEntry]:
-        """The kept entries of ``channel`` (after ``since``), acked or not."""
-        start = f"({since}" if since is not None else "-"
+    async def _read_buffer(
+        self, channel: str, since: str | None, *, inclusive: bool = False
+    ) -> list[BufferEntry]:
+        """The kept entries of ``channel`` (after ``since``, or from it with ``inclusive``), acked or not."""
+        start = "-" if since is None else since if inclusive else f"({since}"
 
         async def read(r: Any) -> Any:
             pipe = r.pipeline(transaction=False)
@@ -212,7 +222,7 @@ class RedisHub(Hub):
 
         rows, acked_ids = await self.link.command(read)
         acked = {_text(a) for a in acked_ids}
-        horizon_ms = (time.time() - self.buffers.ttl) * 1000
+        horizon_ms = (self._clock() - self.buffers.ttl) * 1000
         out: list[BufferEntry] = []
         for raw_id, fields in rows:
             entry_id = _text(raw_id)
@@ -235,24 +245,90 @@ class RedisHub(Hub):
         buffered = [ch for ch in sub.channels if self.buffers.buffered(ch)]
         if buffered:
             sub.hold()  # live frames that race the replay are held, then de-duplicated by id
-        replayed: dict[str, str] = {}
+        replayed: set[tuple[str, str]] = set()
         try:
             self.local.attach(sub)
             await self.link.listen(fanout_channel(ch) for ch in sub.channels)
             for ch in buffered:
                 since = sub.since.get(ch)
                 entries = await self._read_buffer(ch, since)
-                if entries:  # live frames held meanwhile up to here are covered (replayed or acked)
-                    replayed[ch] = entries[-1].id_text
                 if since is None:
                     entries = [e for e in entries if not e.acked]
-                for entry in await self._replay_filter(sub, ch, entries):
-                    self.local.offer_replay(sub, entry)
+                replayed |= await self._replay(sub, ch, entries)
         except BackendUnavailable:
             sub.release(replayed)
             await self.unsubscribe(sub)
             raise
         sub.release(replayed)
+
+    async def _replay(
+        self, sub: Subscriber, channel: str, entries: list[BufferEntry]
+    ) -> set[tuple[str, str]]:
+        """Offer ``sub`` the ``entries`` it should replay (:meth:`_replay_filter`); the keys it was sent."""
+        sent: set[tuple[str, str]] = set()
+        for entry in await self._replay_filter(sub, channel, entries):
+            if self.local.offer_replay(sub, entry):
+                sent.add((channel, entry.id_text))
+        return sent
+
+    # --- catching up after a Redis outage -----------------------------------------------------------
+    #
+    # While the link is down this node receives no fan-out, and the nodes do not come back at the same
+    # moment: an event buffered by a node that is up again while this one still resubscribes is answered
+    # 200 ("buffered": no node reported a subscriber) and is in the Stream, but was never offered to this
+    # node's subscribers, which stayed connected. So when the link goes down, every local subscriber of a
+    # buffered channel holds its live frames; when it is up again (all channels resubscribed), each is
+    # offered what the Stream holds after its cursor, and then the held frames the catch-up did not send.
+
+    def _link_down(self) -> None:
+        for sub in self.local.subscribers():
+            channels = [ch for ch in sub.channels if self.buffers.buffered(ch)]
+            if channels and not sub.closed and not sub.holding:  # holding: its subscribe() fails and ends it
+                sub.hold()
+                self._behind[sub.id] = _CatchUp(sub, {ch: sub.cursor.get(ch) for ch in channels})
+
+    def _link_up(self) -> None:
+        behind, self._behind = self._behind, {}
+        for job in behind.values():
+            self._spawn(self._catch_up(job))
+
+    async def _catch_up(self, job: _CatchUp) -> None:
+        sub = job.sub
+        try:
+            while job.cursors and not sub.closed:
+                channel, cursor = next(iter(job.cursors.items()))
+                job.replayed |= await self._replay(sub, channel, await self._missed(sub, channel, cursor))
+                del job.cursors[channel]
+        except BackendUnavailable:  # down again: go on when it is back
+            if not sub.closed:
+                self._behind[sub.id] = job
+                if self.link.connected:
+                    self._link_up()
+                return
+        sub.release(job.replayed)
+        if job.replayed:
+            log.info(
+                "redis reconnected: %d buffered events sent to subscriber %s (%s) were missed meanwhile",
+                len(job.replayed),
+                sub.peer,
+                ",".join(sub.channels),
+            )
+
+    async def _missed(self, sub: Subscriber, channel: str, cursor: str | None) -> list[BufferEntry]:
+        """The entries of ``channel`` that ``sub`` may have missed while the link was down: those after its
+        cursor, and unacked ones up to :data:`CATCH_UP_MARGIN_MS` before it (fan-outs of several nodes need
+        not arrive in id order), except what ``sub`` holds unanswered already."""
+        if cursor is None:
+            entries = [e for e in await self._read_buffer(channel, None) if not e.acked]
+        else:
+            last = parse_id(cursor)
+            start = f"{max(0, last[0] - CATCH_UP_MARGIN_MS)}-0"
+            entries = [
+                e
+                for e in await self._read_buffer(channel, start, inclusive=True)
+                if e.id > last or not e.acked
+            ]
+        return [e for e in entries if e.request_id not in sub.inflight]
 
     async def _replay_filter(
         self, sub: Subscriber, channel: str, entries: list[BufferEntry]
@@ -276,6 +352,7 @@ class RedisHub(Hub):
         return [e for e, ok in zip(entries, won, strict=True) if ok]
 
     async def unsubscribe(self, sub: Subscriber) -> None:
+        self._behind.pop(sub.id, None)
         orphans = self.local.detach(sub)
         idle = [ch for ch in sub.channels if not self.local.has_subscribers(ch)]
         self.link.unlisten(fanout_channel(ch) for ch in idle)
@@ -463,6 +540,19 @@ class RedisHub(Hub):
         tally = self._tallies.get(report.request_id)
         if tally is not None:
             tally.add(report)
+
+
+#: How far before a subscriber's cursor the catch-up looks for unacked entries, in ms.
+CATCH_UP_MARGIN_MS = 5_000
+
+
+@dataclass
+class _CatchUp:
+    """One subscriber's catch-up after a Redis outage: channels left (with their cursors), keys sent."""
+
+    sub: Subscriber
+    cursors: dict[str, str | None]
+    replayed: set[tuple[str, str]] = field(default_factory=set)
 
 
 def _text(value: bytes | str) -> str:

@@ -77,6 +77,9 @@ class RedisLink:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL.
         node_channel: this node's own pub/sub channel (always subscribed).
         on_message: awaited for every pub/sub message ``(redis channel, data)``, in order.
+        on_down: called (synchronously) when the link goes down from up, before anything else runs.
+        on_up: called (synchronously) every time the link comes up, before the next pub/sub message is
+            handled: what the node missed while down can be fetched while live frames are held back.
         timeout: socket and subscribe-confirmation timeout, seconds.
         outbox_size: most delivery reports waiting to be sent.
     """
@@ -90,11 +93,15 @@ class RedisLink:
         timeout: float = 1.0,
         outbox_size: int = 10_000,
         client_name: str = "wslarkbot",
+        on_down: Callable[[], None] | None = None,
+        on_up: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
         self.node_channel = node_channel
         self.on_message = on_message
+        self.on_down = on_down
+        self.on_up = on_up
         self.timeout = timeout
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url,
@@ -308,11 +315,15 @@ class RedisLink:
             if not self._up and all(self._acked.get(c, 0) >= n for c, n in self._sent.items()):
                 self._up = True
                 self._log_state("up", len(self._live))
+                if self.on_up is not None:
+                    self.on_up()
             self._changed.notify_all()
 
     async def _went_down(self, reason: str) -> bool:
         """Mark the link down; returns whether it was up."""
         was_up = self._up
+        if was_up and self.on_down is not None:
+            self.on_down()
         async with self._changed:
             self._up = False
             self._generation += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from .buffer import parse_id, stamp_frame
 from .groups import InFlightTable
@@ -53,6 +53,9 @@ class Subscriber:
         self.on_overload = on_overload
         self.group = group
         self.since: dict[str, str] = dict(since or {})
+        #: per buffered channel, the highest message id offered to this connection (starts at ``since``):
+        #: where a shared hub resumes it after its backend was unreachable (RedisHub catch-up)
+        self.cursor: dict[str, str] = dict(self.since)
         self.overloaded = False
         self.closed = False
         self.buffered_bytes = 0
@@ -140,16 +143,26 @@ class Subscriber:
         if moved:
             self._wake()
 
+    def note(self, channel: str, entry_id: str) -> None:
+        """A buffered event ``entry_id`` of ``channel`` was offered: move :attr:`cursor` forward."""
+        last = self.cursor.get(channel)
+        if last is None or parse_id(entry_id) > parse_id(last):
+            self.cursor[channel] = entry_id
+
+    @property
+    def holding(self) -> bool:
+        """Whether live frames are being held back (:meth:`hold`, until :meth:`release`)."""
+        return self._held is not None
+
     def hold(self) -> None:
         """Hold live frames back while a replay is fetched (a shared hub fetches it asynchronously)."""
         self._held = []
 
-    def release(self, replayed_up_to: Mapping[str, str]) -> None:
-        """Queue the held frames, except buffered ones the replay already covered (``{channel: last id}``)."""
+    def release(self, replayed: Collection[tuple[str, str]]) -> None:
+        """Queue the held frames, except live buffered ones the replay sent (``(channel, id)`` keys)."""
         held, self._held = self._held or [], None
         for key, frame, replay in held:
-            last = replayed_up_to.get(key[0]) if key is not None else None
-            if key is not None and last is not None and parse_id(key[1]) <= parse_id(last):
+            if key is not None and key in replayed:
                 continue
             self.offer(frame, key, replay=replay)
 

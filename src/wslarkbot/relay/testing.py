@@ -189,8 +189,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on 127.0.0.1: no persistence (``--save "" --appendonly no``), its files in
-    ``workdir``. :meth:`kill` and :meth:`start` again reuse the port, for outage tests.
+    """A throwaway ``redis-server`` on 127.0.0.1, its files in ``workdir``. :meth:`kill` and :meth:`start`
+    again reuse the port (and, with ``aof``, the data), for outage tests.
+
+    Args:
+        aof: ``False`` (default): no persistence (``--save "" --appendonly no``); ``True``: an append-only
+            file written before every reply (``--appendonly yes --appendfsync always``).
 
     Example::
 
@@ -202,9 +206,10 @@ class RedisServer:
 
     READY = "Ready to accept connections"
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None) -> None:
+    def __init__(self, workdir: pathlib.Path, port: int | None = None, *, aof: bool = False) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.aof = aof
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._reader: asyncio.Future[None] | None = None
@@ -231,8 +236,7 @@ class RedisServer:
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *(("--appendonly", "yes", "--appendfsync", "always") if self.aof else ("--appendonly", "no")),
             "--dir",
             str(self.workdir),
             stdin=asyncio.subprocess.DEVNULL,

@@ -56,13 +56,26 @@ def register(subparsers: Any) -> None:
     for flag, env, help_text in _APP_OPTIONS:
         sim.add_argument(flag, default=None, help=f"{help_text} [${env}]")
     sim.add_argument("--text", default="hello from wslarkbot simulate", help="the text message's text")
-    sim.add_argument("--value", default=None, metavar="JSON",
-                     help='the clicked button\'s value, a JSON object '
-                          '(default {"action": "wslarkbot-simulate"})')
-    sim.add_argument("--retries", type=int, default=0, metavar="N",
-                     help="for a failed text event, really make N of Feishu's 4 retries (default 0)")
-    sim.add_argument("--time-scale", type=float, default=1.0, metavar="F",
-                     help="multiply Feishu's retry intervals (15 s, 5 min, 1 h, 6 h) by F, e.g. 0.001")
+    sim.add_argument(
+        "--value",
+        default=None,
+        metavar="JSON",
+        help='the clicked button\'s value, a JSON object (default {"action": "wslarkbot-simulate"})',
+    )
+    sim.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="for a failed text event, really make N of Feishu's 4 retries (default 0)",
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="multiply Feishu's retry intervals (15 s, 5 min, 1 h, 6 h) by F, e.g. 0.001",
+    )
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
     sim.set_defaults(func=_simulate)
 
@@ -71,13 +84,23 @@ def register(subparsers: Any) -> None:
         help="run relay, bot, fake OpenAPI and a simulated Feishu locally and show every hop",
         description=_DEMO_DESCRIPTION,
     )
-    demo.add_argument("--keep-running", action="store_true",
-                      help="keep everything running afterwards (Ctrl-C stops), "
-                           "for trying `wslarkbot simulate` against it")
-    demo.add_argument("--wrong-encrypt-key", action="store_true",
-                      help="give the bot a different Encrypt Key, to see what a misconfigured bot looks like")
-    demo.add_argument("--hop-timeout", type=float, default=5.0, metavar="SECONDS",
-                      help="how long to wait for each hop (default 5)")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep everything running afterwards (Ctrl-C stops), for trying `wslarkbot simulate` against it",
+    )
+    demo.add_argument(
+        "--wrong-encrypt-key",
+        action="store_true",
+        help="give the bot a different Encrypt Key, to see what a misconfigured bot looks like",
+    )
+    demo.add_argument(
+        "--hop-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for each hop (default 5)",
+    )
     demo.set_defaults(func=_demo)
 
 
@@ -112,7 +135,7 @@ def _simulate(args: argparse.Namespace) -> int:
         except ValueError:
             value = None
         if not isinstance(value, dict):
-            return _fail("--value must be a JSON object, e.g. '{\"action\": \"approve\"}'")
+            return _fail('--value must be a JSON object, e.g. \'{"action": "approve"}\'')
 
     import asyncio
 
@@ -121,8 +144,17 @@ def _simulate(args: argparse.Namespace) -> int:
 
     app = SimApp(app_id, "", values["--verification-token"], values["--encrypt-key"] or None)
     try:
-        report = asyncio.run(simulate(app, args.url, args.kind, text=args.text, value=value,
-                                      retries=args.retries, time_scale=args.time_scale))
+        report = asyncio.run(
+            simulate(
+                app,
+                args.url,
+                args.kind,
+                text=args.text,
+                value=value,
+                retries=args.retries,
+                time_scale=args.time_scale,
+            )
+        )
     except ValueError as exc:
         return _fail(str(exc))
     if args.json:
@@ -148,7 +180,12 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        return asyncio.run(run_demo(keep_running=args.keep_running, wrong_encrypt_key=args.wrong_encrypt_key,
-                                    hop_timeout=args.hop_timeout))
+        return asyncio.run(
+            run_demo(
+                keep_running=args.keep_running,
+                wrong_encrypt_key=args.wrong_encrypt_key,
+                hop_timeout=args.hop_timeout,
+            )
+        )
     except KeyboardInterrupt:  # Ctrl-C before the demo finished (with --keep-running it exits 0)
         return 130

@@ -111,8 +111,9 @@ async def _step(printer: _Printer, title: str, first: str, hops: list[Hop], time
     order = {task: n for n, task in enumerate(tasks)}  # hops are listed in causal order
     pending, ok, aborted = set(tasks), True, False
     while pending and not aborted:
-        done, pending = await asyncio.wait(pending, timeout=max(0.0, start + timeout - loop.time()),
-                                           return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(
+            pending, timeout=max(0.0, start + timeout - loop.time()), return_when=asyncio.FIRST_COMPLETED
+        )
         if not done:
             break
         for task in sorted(done, key=order.__getitem__):
@@ -132,8 +133,13 @@ async def _step(printer: _Printer, title: str, first: str, hops: list[Hop], time
     return ok
 
 
-async def run_demo(*, keep_running: bool = False, wrong_encrypt_key: bool = False, hop_timeout: float = 5.0,
-                   out: TextIO | None = None) -> int:
+async def run_demo(
+    *,
+    keep_running: bool = False,
+    wrong_encrypt_key: bool = False,
+    hop_timeout: float = 5.0,
+    out: TextIO | None = None,
+) -> int:
     """Run the demo; returns the exit status (0: every hop seen). See the module docstring."""
     printer = _Printer(out or sys.stdout)
     app = SimApp.random()
@@ -150,11 +156,14 @@ async def run_demo(*, keep_running: bool = False, wrong_encrypt_key: bool = Fals
         printer.line(f"  fake OpenAPI  {openapi.url}")
         wrong = " with a WRONG Encrypt Key (--wrong-encrypt-key)" if wrong_encrypt_key else ""
         try:
-            async with AsyncClient(bot, server=f"127.0.0.1:{relay.port}", protocol="http") as client, \
-                    FeishuSimulator(app, event_url=hook_url, retry_intervals=(), openapi=openapi) as sim:
+            async with (
+                AsyncClient(bot, server=f"127.0.0.1:{relay.port}", protocol="http") as client,
+                FeishuSimulator(app, event_url=hook_url, retry_intervals=(), openapi=openapi) as sim,
+            ):
                 status = client.status
                 connected = await _in_thread(
-                    lambda: status.wait_for(lambda s: s.connected and s.hellos >= 1, hop_timeout))
+                    lambda: status.wait_for(lambda s: s.connected and s.hellos >= 1, hop_timeout)
+                )
                 if not connected:
                     printer.line(f"!! the bot could not connect to the relay: {status.last_error}")
                     return 1
@@ -163,8 +172,10 @@ async def run_demo(*, keep_running: bool = False, wrong_encrypt_key: bool = Fals
                 ok = await demo.run()
                 ok = await _check_relay_status(printer, relay.url, expected=demo.sent) and ok
                 if not ok and status.rejected:
-                    printer.line(f"   the bot rejected {status.rejected} request(s): its signature, "
-                                 "decryption or token check failed (wrong Encrypt Key or Verification Token)")
+                    printer.line(
+                        f"   the bot rejected {status.rejected} request(s): its signature, "
+                        "decryption or token check failed (wrong Encrypt Key or Verification Token)"
+                    )
                 printer.line()
                 printer.line("demo OK: every hop seen" if ok else "demo FAILED: see the hops marked !!")
                 if keep_running:
@@ -199,8 +210,15 @@ def _echo_handlers(bot: Bot, handled: asyncio.Queue[str]) -> None:
 class _Demo:
     """The three steps; each builds its hops, with counters read before sending."""
 
-    def __init__(self, printer: _Printer, sim: FeishuSimulator, client: AsyncClient, openapi: FakeOpenAPI,
-                 handled: asyncio.Queue[str], timeout: float) -> None:
+    def __init__(
+        self,
+        printer: _Printer,
+        sim: FeishuSimulator,
+        client: AsyncClient,
+        openapi: FakeOpenAPI,
+        handled: asyncio.Queue[str],
+        timeout: float,
+    ) -> None:
         self.printer, self.sim, self.client, self.openapi = printer, sim, client, openapi
         self.handled, self.timeout = handled, timeout
         self.sent = 0
@@ -234,6 +252,7 @@ class _Demo:
     def _handler(self) -> Hop:
         async def watch() -> str:
             return await self.handled.get()
+
         return Hop("bot handler", watch)
 
     def _openapi(self, path: str, what: str) -> Hop:
@@ -247,6 +266,7 @@ class _Demo:
             if call.status != 200:
                 raise HopFailed(f"{line} (code {call.code})")
             return line
+
         return Hop("bot -> OpenAPI", watch)
 
     async def challenge(self) -> bool:
@@ -257,11 +277,17 @@ class _Demo:
                 raise HopFailed(f"{got}: {result.error} (needs the challenge back within 1 s)")
             return f"HTTP 200 in {result.elapsed * 1000:.1f} ms, challenge echoed: the console saves the URL"
 
-        return await _step(self.printer, "1/3  url_verification: saving the request URL in the console",
-                           "POST /hook/<app_id>  url_verification (encrypted, no signature)",
-                           [self._counter("received", "delivered over the WebSocket"),
-                            self._counter("replies", "challenge answered on the WebSocket"),
-                            Hop("relay -> Feishu", answer, final=True)], self.timeout)
+        return await _step(
+            self.printer,
+            "1/3  url_verification: saving the request URL in the console",
+            "POST /hook/<app_id>  url_verification (encrypted, no signature)",
+            [
+                self._counter("received", "delivered over the WebSocket"),
+                self._counter("replies", "challenge answered on the WebSocket"),
+                Hop("relay -> Feishu", answer, final=True),
+            ],
+            self.timeout,
+        )
 
     async def text(self) -> bool:
         message_id = self.message_id = new_id("om_")
@@ -274,15 +300,22 @@ class _Demo:
                 raise HopFailed(f"{got}: not delivered (Feishu would retry in 15 s)")
             return f"HTTP 200 in {(attempt.elapsed or 0) * 1000:.1f} ms: delivered, Feishu will not retry"
 
-        hops = [self._counter("received", "delivered over the WebSocket"), self._handler(),
-                self._counter("acks", "acked on the WebSocket (event handled)"),
-                Hop("relay -> Feishu", answer, final=True),
-                self._openapi(f"/im/v1/messages/{message_id}/reply", " (the card reply)")]
+        hops = [
+            self._counter("received", "delivered over the WebSocket"),
+            self._handler(),
+            self._counter("acks", "acked on the WebSocket (event handled)"),
+            Hop("relay -> Feishu", answer, final=True),
+            self._openapi(f"/im/v1/messages/{message_id}/reply", " (the card reply)"),
+        ]
         if not self.openapi.calls_to("tenant_access_token"):
             hops.append(self._openapi("/auth/v3/tenant_access_token/internal", " (token, cached 2 h)"))
-        return await _step(self.printer, f"2/3  text message {TEXT!r}: the bot replies with a card",
-                           "POST /hook/<app_id>  im.message.receive_v1 (encrypted, signed)",
-                           hops, self.timeout)
+        return await _step(
+            self.printer,
+            f"2/3  text message {TEXT!r}: the bot replies with a card",
+            "POST /hook/<app_id>  im.message.receive_v1 (encrypted, signed)",
+            hops,
+            self.timeout,
+        )
 
     async def click(self) -> bool:
         replies = [m for m in self.openapi.messages.values() if m.parent_id == self.message_id]
@@ -297,11 +330,18 @@ class _Demo:
             ms = result.elapsed * 1000
             return f"HTTP 200 in {ms:.1f} ms: the user sees toast {toast!r} and the new card"
 
-        return await _step(self.printer, "3/3  card click on the bot's card: the bot answers a toast",
-                           "POST /hook/<app_id>  card.action.trigger (encrypted, signed)",
-                           [self._counter("received", "delivered over the WebSocket"), self._handler(),
-                            self._counter("replies", "callback answer sent on the WebSocket"),
-                            Hop("relay -> Feishu", answer, final=True)], self.timeout)
+        return await _step(
+            self.printer,
+            "3/3  card click on the bot's card: the bot answers a toast",
+            "POST /hook/<app_id>  card.action.trigger (encrypted, signed)",
+            [
+                self._counter("received", "delivered over the WebSocket"),
+                self._handler(),
+                self._counter("replies", "callback answer sent on the WebSocket"),
+                Hop("relay -> Feishu", answer, final=True),
+            ],
+            self.timeout,
+        )
 
 
 async def _check_relay_status(printer: _Printer, relay_url: str, *, expected: int) -> bool:
@@ -311,8 +351,11 @@ async def _check_relay_status(printer: _Printer, relay_url: str, *, expected: in
     keys = ("published", "delivered", "replies", "acks", "timeouts", "undelivered", "rejected")
     printer.line()
     printer.line("relay /status: " + ", ".join(f"{k} {stats.get(k)}" for k in keys))
-    ok = (stats.get("published") == expected and stats.get("delivered") == expected
-          and not stats.get("timeouts"))
+    ok = (
+        stats.get("published") == expected
+        and stats.get("delivered") == expected
+        and not stats.get("timeouts")
+    )
     if not ok:
         printer.line(f"!! expected {expected} published, {expected} delivered and no timeouts")
     return ok

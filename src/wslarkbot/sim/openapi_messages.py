@@ -24,8 +24,21 @@ CARD_TOKEN_USES = 2
 UUID_WINDOW = 3600
 PATCH_MAX_AGE = 14 * 86400
 CONTENT_LIMITS = {"text": 150 * 1024, "post": 30 * 1024, "interactive": 30 * 1024}
-MSG_TYPES = frozenset({"text", "post", "image", "file", "audio", "media", "sticker", "interactive",
-                       "share_chat", "share_user", "system"})
+MSG_TYPES = frozenset(
+    {
+        "text",
+        "post",
+        "image",
+        "file",
+        "audio",
+        "media",
+        "sticker",
+        "interactive",
+        "share_chat",
+        "share_user",
+        "system",
+    }
+)
 RECEIVE_ID_TYPES = frozenset({"open_id", "user_id", "union_id", "email", "chat_id"})
 
 CODE_VALIDATION = 99992402  # "field validation failed"
@@ -90,9 +103,15 @@ class MessageStore:
         patch_qps: PATCHes per second per message before 230020.
     """
 
-    def __init__(self, throttle: Callable[[str], None], tenant_key: Callable[[str], str], *,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 patch_qps: int = 5) -> None:
+    def __init__(
+        self,
+        throttle: Callable[[str], None],
+        tenant_key: Callable[[str], str],
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        patch_qps: int = 5,
+    ) -> None:
         self._throttle = throttle
         self._tenant_key = tenant_key
         self._clock = clock
@@ -161,9 +180,20 @@ class MessageStore:
         if dup is not None:
             return {"code": 0, "msg": "success", "data": self.view(dup)}
         chat_id = receive_id if receive_id_type == "chat_id" else "oc_p2p_" + receive_id
-        return self._store(app_id, body, StoredMessage(
-            new_id("om_"), app_id, msg_type, chat_id, [content], int(self._clock() * 1000),
-            receive_id=receive_id, receive_id_type=receive_id_type))
+        return self._store(
+            app_id,
+            body,
+            StoredMessage(
+                new_id("om_"),
+                app_id,
+                msg_type,
+                chat_id,
+                [content],
+                int(self._clock() * 1000),
+                receive_id=receive_id,
+                receive_id_type=receive_id_type,
+            ),
+        )
 
     def reply(self, app_id: str, message_id: str, body: Any) -> dict[str, Any]:
         body, msg_type, content = self._message_fields(app_id, body)
@@ -177,9 +207,21 @@ class MessageStore:
             if parent is not None:
                 parent.thread_id = thread_id
         root_id = (parent.root_id or parent.message_id) if parent else message_id
-        return self._store(app_id, body, StoredMessage(
-            new_id("om_"), app_id, msg_type, parent.chat_id if parent else "oc_fake", [content],
-            int(self._clock() * 1000), parent_id=message_id, root_id=root_id, thread_id=thread_id))
+        return self._store(
+            app_id,
+            body,
+            StoredMessage(
+                new_id("om_"),
+                app_id,
+                msg_type,
+                parent.chat_id if parent else "oc_fake",
+                [content],
+                int(self._clock() * 1000),
+                parent_id=message_id,
+                root_id=root_id,
+                thread_id=thread_id,
+            ),
+        )
 
     def _get(self, message_id: str) -> StoredMessage:
         msg = self.messages.get(message_id)
@@ -212,8 +254,9 @@ class MessageStore:
 
     def card_update(self, app_id: str, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("card"), dict):
-            raise OpenAPIFailure(CODE_VALIDATION,
-                                 "field validation failed: token and card (an object) are required")
+            raise OpenAPIFailure(
+                CODE_VALIDATION, "field validation failed: token and card (an object) are required"
+            )
         ct = self.card_tokens.get(str(body.get("token")))
         if ct is None or ct.expires_at <= self._clock() or ct.uses >= CARD_TOKEN_USES:
             raise OpenAPIFailure(CODE_CARD_TOKEN, "card token is unknown, expired or used up")
@@ -224,11 +267,19 @@ class MessageStore:
 
     def view(self, msg: StoredMessage) -> dict[str, Any]:
         view: dict[str, Any] = {
-            "message_id": msg.message_id, "msg_type": msg.msg_type, "chat_id": msg.chat_id,
-            "create_time": str(msg.create_time), "update_time": str(msg.create_time),
-            "deleted": False, "updated": len(msg.contents) > 1,
-            "sender": {"id": msg.app_id, "id_type": "app_id", "sender_type": "app",
-                       "tenant_key": self._tenant_key(msg.app_id)},
+            "message_id": msg.message_id,
+            "msg_type": msg.msg_type,
+            "chat_id": msg.chat_id,
+            "create_time": str(msg.create_time),
+            "update_time": str(msg.create_time),
+            "deleted": False,
+            "updated": len(msg.contents) > 1,
+            "sender": {
+                "id": msg.app_id,
+                "id_type": "app_id",
+                "sender_type": "app",
+                "tenant_key": self._tenant_key(msg.app_id),
+            },
             "body": {"content": msg.contents[-1]},
         }
         for key in ("root_id", "parent_id", "thread_id"):

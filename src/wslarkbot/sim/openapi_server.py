@@ -48,8 +48,14 @@ class FakeOpenAPI(OpenAPIState):
         host: the address to listen on.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, app_rate_limit: int = 50,
-                 patch_qps: int = 5, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        app_rate_limit: int = 50,
+        patch_qps: int = 5,
+        host: str = "127.0.0.1",
+    ) -> None:
         super().__init__(clock=clock, app_rate_limit=app_rate_limit, patch_qps=patch_qps)
         self._host = host
         self._pause_lock = threading.Lock()
@@ -100,8 +106,9 @@ class FakeOpenAPI(OpenAPIState):
     def __enter__(self) -> FakeOpenAPI:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- holding requests -----------------------------------------------------------------------------
@@ -123,8 +130,9 @@ class FakeOpenAPI(OpenAPIState):
     # -- HTTP ---------------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        fake = FakeRequest(request.method, request.path, dict(request.query), dict(request.headers),
-                           await request.read())
+        fake = FakeRequest(
+            request.method, request.path, dict(request.query), dict(request.headers), await request.read()
+        )
         call = self.record(fake)
         with self._pause_lock:
             held = [event for sub, event in self._pauses if sub in request.path]

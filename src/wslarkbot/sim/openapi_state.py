@@ -150,8 +150,14 @@ class OpenAPIState:
         monotonic: the clock of the per-second rate limits.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, app_rate_limit: int = 50,
-                 patch_qps: int = 5, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        app_rate_limit: int = 50,
+        patch_qps: int = 5,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
         self._monotonic = monotonic
         self._app_rate_limit = app_rate_limit
@@ -160,8 +166,9 @@ class OpenAPIState:
         self._tokens: dict[str, _Token] = {}
         self._injections: list[_Injection] = []
         self._calls: list[RecordedCall] = []
-        self._store = MessageStore(self._throttle_app, self._tenant_key, clock=clock, monotonic=monotonic,
-                                   patch_qps=patch_qps)
+        self._store = MessageStore(
+            self._throttle_app, self._tenant_key, clock=clock, monotonic=monotonic, patch_qps=patch_qps
+        )
 
     # -- configuration and injection ------------------------------------------------------------------
 
@@ -170,8 +177,9 @@ class OpenAPIState:
         with self._cond:
             self._apps[app_id] = _App(app_id, app_secret, tenant_key)
 
-    def issue_card_token(self, app_id: str | None = None, message_id: str | None = None,
-                         token: str | None = None) -> str:
+    def issue_card_token(
+        self, app_id: str | None = None, message_id: str | None = None, token: str | None = None
+    ) -> str:
         """Register a ``c-...`` card token as a card callback carries: valid 30 min, 2 delayed updates.
 
         Pass ``token`` to register one generated elsewhere (e.g. by the event simulator); a delayed
@@ -182,34 +190,48 @@ class OpenAPIState:
             self._store.add_card_token(token, app_id, message_id)
         return token
 
-    def add_message(self, message_id: str, app_id: str, msg_type: str, content: Any,
-                    chat_id: str = "oc_fake", thread_id: str | None = None) -> StoredMessage:
+    def add_message(
+        self,
+        message_id: str,
+        app_id: str,
+        msg_type: str,
+        content: Any,
+        chat_id: str = "oc_fake",
+        thread_id: str | None = None,
+    ) -> StoredMessage:
         """Seed a message (e.g. a card the app sent earlier) so it can be replied to or patched."""
         text = content if isinstance(content, str) else json.dumps(content)
-        msg = StoredMessage(message_id, app_id, msg_type, chat_id, [text], int(self._clock() * 1000),
-                            thread_id=thread_id)
+        msg = StoredMessage(
+            message_id, app_id, msg_type, chat_id, [text], int(self._clock() * 1000), thread_id=thread_id
+        )
         with self._cond:
             self._store.messages[message_id] = msg
         return msg
 
-    def inject_error(self, code: int, msg: str, http_status: int = 400, path_contains: str | None = None,
-                     count: int = 1) -> None:
+    def inject_error(
+        self, code: int, msg: str, http_status: int = 400, path_contains: str | None = None, count: int = 1
+    ) -> None:
         """Answer the next ``count`` matching requests with ``{"code": code, "msg": msg}``.
 
         ``path_contains=None`` matches every path except the token endpoint.
         """
         self._inject(_Injection("error", count, path_contains, code, msg, http_status))
 
-    def inject_rate_limit(self, count: int = 1, reset: float = 0.05,
-                          path_contains: str | None = None) -> None:
+    def inject_rate_limit(
+        self, count: int = 1, reset: float = 0.05, path_contains: str | None = None
+    ) -> None:
         """Answer the next ``count`` matching requests with HTTP 429 / 99991400 and ``reset``."""
-        self._inject(_Injection("rate", count, path_contains, CODE_RATE_LIMIT,
-                                "request trigger frequency limit", 429, reset))
+        self._inject(
+            _Injection(
+                "rate", count, path_contains, CODE_RATE_LIMIT, "request trigger frequency limit", 429, reset
+            )
+        )
 
     def inject_token_invalid(self, count: int = 1) -> None:
         """Answer the next ``count`` authorised calls with 99991663 and revoke the token they used."""
-        self._inject(_Injection("token", count, None, CODE_TOKEN_INVALID,
-                                "Invalid access token for authorization"))
+        self._inject(
+            _Injection("token", count, None, CODE_TOKEN_INVALID, "Invalid access token for authorization")
+        )
 
     def _inject(self, injection: _Injection) -> None:
         with self._cond:
@@ -233,12 +255,19 @@ class OpenAPIState:
         """Recorded calls whose path contains ``path_contains`` (and, if given, with ``method``)."""
         return [c for c in self.calls if path_contains in c.path and (method is None or c.method == method)]
 
-    def wait_for_calls(self, match: str | Callable[[RecordedCall], bool], count: int = 1,
-                       timeout: float = 5.0, *, answered: bool = True) -> list[RecordedCall]:
+    def wait_for_calls(
+        self,
+        match: str | Callable[[RecordedCall], bool],
+        count: int = 1,
+        timeout: float = 5.0,
+        *,
+        answered: bool = True,
+    ) -> list[RecordedCall]:
         """Block until ``count`` calls match (a path substring or a predicate), then return them all.
 
         With ``answered=True`` only calls already answered count. Raises ``TimeoutError`` otherwise.
         """
+
         def pred(c: RecordedCall) -> bool:
             ok = match in c.path if isinstance(match, str) else match(c)
             return ok and (c.status is not None or not answered)
@@ -290,9 +319,15 @@ class OpenAPIState:
             if inj.kind != "token" and inj.remaining > 0 and inj.matches(path):
                 inj.remaining -= 1
                 if inj.kind == "rate":
-                    raise OpenAPIFailure(inj.code, inj.msg, 429, {
-                        "x-ogw-ratelimit-limit": str(self._app_rate_limit),
-                        "x-ogw-ratelimit-reset": str(inj.reset)})
+                    raise OpenAPIFailure(
+                        inj.code,
+                        inj.msg,
+                        429,
+                        {
+                            "x-ogw-ratelimit-limit": str(self._app_rate_limit),
+                            "x-ogw-ratelimit-reset": str(inj.reset),
+                        },
+                    )
                 raise OpenAPIFailure(inj.code, inj.msg, inj.http_status)
         if path == TOKEN_PATH and method == "POST":
             return self._issue_token(body, call)
@@ -321,8 +356,12 @@ class OpenAPIState:
             app.sent.popleft()
         if len(app.sent) >= self._app_rate_limit:
             reset = max(1, round(1.0 - (now - app.sent[0])))
-            raise OpenAPIFailure(CODE_RATE_LIMIT, "request trigger frequency limit", 429, {
-                "x-ogw-ratelimit-limit": str(self._app_rate_limit), "x-ogw-ratelimit-reset": str(reset)})
+            raise OpenAPIFailure(
+                CODE_RATE_LIMIT,
+                "request trigger frequency limit",
+                429,
+                {"x-ogw-ratelimit-limit": str(self._app_rate_limit), "x-ogw-ratelimit-reset": str(reset)},
+            )
         app.sent.append(now)
 
     def _tenant_key(self, app_id: str) -> str:
@@ -347,8 +386,12 @@ class OpenAPIState:
             app.issued += 1
             current = _Token("t-" + secrets.token_hex(20), app.app_id, app.issued, now + TOKEN_LIFETIME)
             app.current = self._tokens[current.value] = current
-        return {"code": 0, "msg": "ok", "tenant_access_token": current.value,
-                "expire": int(current.expires_at - now)}
+        return {
+            "code": 0,
+            "msg": "ok",
+            "tenant_access_token": current.value,
+            "expire": int(current.expires_at - now),
+        }
 
     def _authorise(self, header: str, call: RecordedCall) -> _Token:
         if not header.startswith("Bearer ") or not header[7:].strip():

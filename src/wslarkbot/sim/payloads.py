@@ -94,9 +94,7 @@ def event_v1(
 
 def app_ticket(app: SimApp, ticket: str | None = None) -> dict[str, Any]:
     """The v1 ``app_ticket`` event marketplace apps receive every hour (samples/app_ticket.v1.json)."""
-    return event_v1(
-        app, {"app_id": app.app_id, "app_ticket": ticket or new_id("", 32), "type": "app_ticket"}
-    )
+    return event_v1(app, {"app_id": app.app_id, "app_ticket": ticket or new_id("", 32), "type": "app_ticket"})
 
 
 def operator(app: SimApp, open_id: str | None = None, user_id: str | None = None) -> dict[str, str]:

@@ -219,9 +219,7 @@ def _toast_error(toast: Any) -> str | None:
     if toast.get("type") not in TOAST_TYPES:
         return "toast.type must be one of info, success, error, warning"
     i18n = toast.get("i18n")
-    if i18n is not None and not (
-        isinstance(i18n, dict) and all(isinstance(v, str) for v in i18n.values())
-    ):
+    if i18n is not None and not (isinstance(i18n, dict) and all(isinstance(v, str) for v in i18n.values())):
         return "toast.i18n must map locales to strings"
     if not isinstance(toast.get("content"), str) and not i18n:
         return "toast needs content or i18n"

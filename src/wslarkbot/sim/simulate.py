@@ -74,6 +74,7 @@ class SimulationReport:
 
 def describe_intervals(intervals: Sequence[float]) -> str:
     """``(15, 300, 3600)`` -> ``"15 s, 5 min and 1 h"``."""
+
     def one(seconds: float) -> str:
         if seconds >= 3600 and seconds % 3600 == 0:
             return f"{seconds / 3600:g} h"
@@ -106,18 +107,26 @@ def explain(status: int | None, body: str = "", error: str | None = None) -> str
     if status == 200:
         return None
     if status == 503 and "no subscriber" in msg:
-        return ("the relay has no bot connected for this channel: start the bot (`wslarkbot run` or your "
-                "Client) with this app id, and check it connects to this relay")
+        return (
+            "the relay has no bot connected for this channel: start the bot (`wslarkbot run` or your "
+            "Client) with this app id, and check it connects to this relay"
+        )
     if status == 504:
-        return ("the relay got no answer from the bot in time: the bot probably rejected the request "
-                "(look for 'rejected' in its log: wrong Encrypt Key or Verification Token) or its handler "
-                "is slow")
+        return (
+            "the relay got no answer from the bot in time: the bot probably rejected the request "
+            "(look for 'rejected' in its log: wrong Encrypt Key or Verification Token) or its handler "
+            "is slow"
+        )
     if status == 401:
-        return ("the receiver refused the signature or the token: do --encrypt-key and "
-                "--verification-token match the bot's configuration?")
+        return (
+            "the receiver refused the signature or the token: do --encrypt-key and "
+            "--verification-token match the bot's configuration?"
+        )
     if status == 400:
-        return ("the receiver could not read the request: a wrong --encrypt-key decrypts to garbage; "
-                "or --encrypt-key is set but the bot expects plaintext (or the reverse)")
+        return (
+            "the receiver could not read the request: a wrong --encrypt-key decrypts to garbage; "
+            "or --encrypt-key is set but the bot expects plaintext (or the reverse)"
+        )
     if status == 404:
         return "no such route: the relay's URL is /hook/<app_id> (or /org_<name>/<app_id>)"
     if status == 413:
@@ -180,14 +189,16 @@ async def simulate(
     if not 0 <= retries <= len(FEISHU_RETRY_INTERVALS):
         raise ValueError(f"retries must be 0..{len(FEISHU_RETRY_INTERVALS)}")
     value = dict(value) if value is not None else {"action": "wslarkbot-simulate"}
-    async with FeishuSimulator(app, event_url=url, retry_intervals=FEISHU_RETRY_INTERVALS[:retries],
-                               time_scale=time_scale) as sim:
+    async with FeishuSimulator(
+        app, event_url=url, retry_intervals=FEISHU_RETRY_INTERVALS[:retries], time_scale=time_scale
+    ) as sim:
         if kind == "challenge":
             challenge = await sim.url_verification()
             report = _report(kind, url, app, sim, challenge.ok)
             if not challenge.ok:
-                report.reason = (f"{challenge.error}: the answer must be HTTP 200 "
-                                 '{"challenge": ...} within 1 s')
+                report.reason = (
+                    f'{challenge.error}: the answer must be HTTP 200 {{"challenge": ...}} within 1 s'
+                )
                 report.verdict = "the console would refuse to save this URL (no retry: you click Save again)"
             else:
                 report.verdict = "challenge echoed in time: the console would save this URL"
@@ -224,8 +235,14 @@ async def simulate(
 
 def _report(kind: str, url: str, app: SimApp, sim: FeishuSimulator, ok: bool) -> SimulationReport:
     records = list(sim.sent)
-    return SimulationReport(kind, url, ok, "", _describe_request(kind, app, records[0] if records else None),
-                            [_attempt(r) for r in records])
+    return SimulationReport(
+        kind,
+        url,
+        ok,
+        "",
+        _describe_request(kind, app, records[0] if records else None),
+        [_attempt(r) for r in records],
+    )
 
 
 def format_report(report: SimulationReport) -> str:
@@ -251,6 +268,8 @@ def format_report(report: SimulationReport) -> str:
         lines.append(f"   check: {report.hint}")
     if report.retries_left:
         n = len(report.retries_left)
-        lines.append(f"   retries: Feishu would send the same event {n} more time{'s' if n > 1 else ''}, "
-                     f"waiting {describe_intervals(report.retries_left)}, then drop it")
+        lines.append(
+            f"   retries: Feishu would send the same event {n} more time{'s' if n > 1 else ''}, "
+            f"waiting {describe_intervals(report.retries_left)}, then drop it"
+        )
     return "\n".join(lines)
