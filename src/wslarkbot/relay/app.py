@@ -25,6 +25,7 @@ from .config import RelayConfig
 from .hub import Hub, InMemoryHub
 from .longconn.server import GATEWAY_KEY
 from .publish import handle_reply_post, handle_webhook
+from .stall import watch_stalls
 from .state import STATE_KEY, Closable, RelayState, log
 from .subscribe import handle_subscribe
 
@@ -40,6 +41,8 @@ def status_snapshot(app: web.Application) -> dict[str, Any]:
     state = app[STATE_KEY]
     out = state.stats.snapshot(state.hub.counts())
     out.update(state.hub.describe())
+    if state.config.buffer:
+        out["buffer_stalled"] = state.buffer_stalled
     gateway = app.get(GATEWAY_KEY)
     if gateway is not None:
         out["gateway"] = gateway.counts()
@@ -101,7 +104,12 @@ def default_hub(config: RelayConfig) -> Hub:
 
 
 async def _start_hub(app: web.Application) -> None:
-    await app[STATE_KEY].hub.start()
+    state = app[STATE_KEY]
+    await state.hub.start()
+    if state.config.buffer and state.config.buffer_stall_after:
+        task = asyncio.get_running_loop().create_task(watch_stalls(state))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
 
 
 async def _close_hub(app: web.Application) -> None:

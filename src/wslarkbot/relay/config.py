@@ -93,6 +93,12 @@ class RelayConfig:
     )
     buffer_size: int = _opt(1000, "most events kept per buffered channel (503 when all are unacked)")
     buffer_ttl: float = _opt(3600.0, "seconds a buffered event is kept (acked or not)")
+    buffer_stall_after: float = _opt(
+        30.0,
+        "report a buffered event still unacked after this many seconds while its channel has had a "
+        "subscriber on this node as long (a warning per event, /status buffer_stalled, "
+        "wslarkbot_buffer_stalled_events); 0: off",
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -115,6 +121,8 @@ class RelayConfig:
             raise ConfigurationError(f"port must be 0..65535, got {self.port}")
         if self.heartbeat < 0:
             raise ConfigurationError("heartbeat must be >= 0 (0 disables WebSocket pings)")
+        if self.buffer_stall_after < 0:
+            raise ConfigurationError("buffer_stall_after must be >= 0 (0 disables stall reports)")
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ConfigurationError(f"redis_url must start with one of {', '.join(REDIS_SCHEMES)}")
 

@@ -28,7 +28,7 @@ from .limits import LimitExceeded
 from .pending import Outcome, PendingEntry, PendingTable, Resolution
 from .subscriber import Event, Subscriber
 
-__all__ = ["Delivery", "Event", "Hub", "InMemoryHub", "Subscriber"]
+__all__ = ["Delivery", "Event", "Hub", "InMemoryHub", "Stall", "Subscriber"]
 
 log = logging.getLogger("wslarkbot.relay")
 
@@ -51,6 +51,17 @@ class Delivery(NamedTuple):
     def of(cls, delivered: Collection[Subscriber]) -> Delivery:
         """The report for the subscribers of this process that accepted the frame."""
         return cls(len(delivered), any(s.protocol >= 2 for s in delivered))
+
+
+class Stall(NamedTuple):
+    """A buffered event nobody acked although its channel has had a subscriber here all along."""
+
+    channel: str
+    entry_id: str
+    #: seconds since the event was buffered
+    age: float
+    #: subscribers of the channel on this node connected for at least the reporting threshold
+    subscribers: int
 
 
 class Hub(abc.ABC):
@@ -94,6 +105,15 @@ class Hub(abc.ABC):
             LimitExceeded: the hub cannot deliver at all right now (503, e.g. Redis unreachable).
         """
         return Delivery.of(await self.publish(event))
+
+    async def stalled(self, older_than: float, *, limit: int = 100) -> list[Stall]:
+        """Buffered events unacked for ``older_than`` seconds on channels that have had a subscriber in this
+        process for as long: a stall an operator must see (docs/delivery.md). At most ``limit`` per channel.
+
+        Raises:
+            LimitExceeded: the backend is unreachable (the check is skipped).
+        """
+        return []
 
     @abc.abstractmethod
     async def assign(self, channel: str, request_id: str, body: str, *, bufferable: bool) -> Event:
@@ -310,6 +330,33 @@ class InMemoryHub(Hub):
         event = Event(item.channel, item.request_id, item.entry_id, item.body, buffered=item.buffered)
         replay = item.replay or not self.is_pending(item.request_id)
         return bool(self.offer_group(event, item.group, attempt=item.attempt + 1, replay=replay))
+
+    def watched(
+        self, older_than: float, buffered: Callable[[str], bool] | None = None
+    ) -> dict[str, int]:
+        """Buffered channels with subscribers here connected for ``older_than`` seconds, and how many.
+
+        Args:
+            buffered: which channels are buffered; default this hub's policy (a shared hub passes its own).
+        """
+        is_buffered = buffered or self.store.buffered
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        for channel, members in self._channels.items():
+            if is_buffered(channel):
+                n = sum(1 for sub in members.values() if now - sub.connected_at >= older_than)
+                if n:
+                    out[channel] = n
+        return out
+
+    async def stalled(self, older_than: float, *, limit: int = 100) -> list[Stall]:
+        now = self.store.clock()
+        out: list[Stall] = []
+        for channel, n in self.watched(older_than).items():
+            buf = self.store.buffer(channel)
+            old = [e for e in (buf.unacked() if buf is not None else []) if now - e.created >= older_than]
+            out += [Stall(channel, e.id_text, now - e.created, n) for e in old[:limit]]
+        return out
 
     def has_subscribers(self, channel: str) -> bool:
         """Whether ``channel`` has a subscriber in this process."""

@@ -26,6 +26,8 @@ channel names are never labels, so a caller cannot grow the series count):
 ``wslarkbot_subscribers``, ``wslarkbot_channels``          gauges from the hub
 ``wslarkbot_pending_replies``                              webhooks waiting for a bot right now
 ``wslarkbot_subscriber_buffer_bytes{stat="sum"|"max"}``    bytes queued for this process's subscribers
+``wslarkbot_buffer_stalled_events``                        buffered events unacked while a bot is connected
+                                                           (``--buffer`` only; relay/stall.py)
 ``wslarkbot_redis_connected``                              1/0, only with the Redis hub
 ``wslarkbot_gateway_connections{app_id}``                  long-connection clients (gateway mounted)
 ``wslarkbot_build_info{version}``                          always 1
@@ -244,6 +246,12 @@ class RelayCollector(Collector):
             "Requests or messages refused for bad input or a limit",
             value=state.stats.rejected,
         )
+        if state.config.buffer:
+            yield GaugeMetricFamily(
+                "wslarkbot_buffer_stalled_events",
+                "Buffered events unacked for buffer_stall_after seconds while their channel had a subscriber",
+                value=state.buffer_stalled,
+            )
         redis = hub.describe().get("redis")
         connected = redis.get("connected") if isinstance(redis, dict) else None
         if isinstance(connected, bool):

@@ -54,7 +54,7 @@ from typing import Any
 from ..exceptions import ProtocolError
 from .buffer import BufferEntry, BufferFull, BufferPolicy, parse_id
 from .groups import InFlight
-from .hub import Delivery, Event, Hub, InMemoryHub, Subscriber, buffer_full
+from .hub import Delivery, Event, Hub, InMemoryHub, Stall, Subscriber, buffer_full
 from .limits import BackendUnavailable
 from .pending import Outcome, PendingEntry, Resolution
 from .redis_link import RedisLink
@@ -230,6 +230,36 @@ class RedisHub(Hub):
                 continue
             rid, body = _text(fields[b"rid"]), _text(fields[b"body"])
             out.append(BufferEntry(parse_id(entry_id), channel, rid, "", body, 0.0, entry_id in acked))
+        return out
+
+    async def stalled(self, older_than: float, *, limit: int = 100) -> list[Stall]:
+        """:meth:`Hub.stalled` for this node's subscribers, read from the shared Streams."""
+        watched = self.local.watched(older_than, self.buffers.buffered)
+        if not watched:
+            return []
+        now_ms = self._clock() * 1000
+        end = f"{int(now_ms - older_than * 1000)}-0"
+
+        async def read(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            for channel in watched:
+                pipe.xrange(stream_key(channel), "-", end, count=limit)
+            rows = await pipe.execute()
+            pipe = r.pipeline(transaction=False)
+            for channel, entries in zip(watched, rows, strict=True):
+                for raw_id, _fields in entries:
+                    pipe.zscore(acked_key(channel), raw_id)
+            return rows, await pipe.execute()
+
+        rows, scores = await self.link.command(read)
+        out: list[Stall] = []
+        acked = iter(scores)
+        for (channel, n), entries in zip(watched.items(), rows, strict=True):
+            for raw_id, _fields in entries:
+                entry_id = _text(raw_id)
+                ms = parse_id(entry_id)[0]
+                if next(acked) is None and ms >= now_ms - self.buffers.ttl * 1000:
+                    out.append(Stall(channel, entry_id, (now_ms - ms) / 1000, n))
         return out
 
     # --- subscribers --------------------------------------------------------------------------------

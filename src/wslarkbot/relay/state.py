@@ -41,6 +41,8 @@ class RelayState:
     #: tasks the relay owns beyond request handlers (kicking slow subscribers).
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closing: bool = False
+    #: buffered events found stalled by the last check (relay/stall.py)
+    buffer_stalled: int = 0
     #: metrics and dashboard (relay/observe.py); admin.install() sets it, the default does nothing.
     observer: RelayObserver = NULL_OBSERVER
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import time
 from collections.abc import Callable, Collection, Mapping
 
 from .buffer import parse_id, stamp_frame
@@ -45,6 +46,8 @@ class Subscriber:
         since: Mapping[str, str] | None = None,
     ) -> None:
         self.id = next(_ids)
+        #: ``time.monotonic()`` when the hub got it (for "unacked while connected" reports)
+        self.connected_at = time.monotonic()
         self.channels = channels
         self.channel_set = frozenset(channels)
         self.protocol = protocol
