@@ -7,6 +7,7 @@ a bot's output line, an HTTP answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import sys
@@ -202,3 +203,37 @@ async def test_event_held_by_a_sigkilled_relay_node_is_replayed_by_another_node(
         await cluster.gateway(cluster.a).replayer.wait_empty(APP_ID, WAIT)
     finally:
         await c.stop()
+
+
+@pytest.mark.parametrize("replay", [False, True], ids=["direct", "replay"])
+async def test_after_a_redis_restart_a_webhook_at_node_a_reaches_the_bot_still_connected_to_node_b(
+    start_cluster: Any, bots: Any, http: Any, replay: bool
+) -> None:
+    """Issue 16 for the gateway: Redis SIGKILLed and started again (no persistence) while the lark-oapi bot
+    stays connected; answers during and after the outage are 200 only for events the bot received."""
+    cluster = await start_cluster(replay=replay)
+    bot = await bots(cluster.b.url)
+    await cluster.gateway(cluster.b).hub.wait_for_connections(APP_ID, 1, WAIT)
+    await cluster.redis.stop()
+    during = _message("during the outage")
+    status, _ = await push(http, cluster.a, during)
+    assert status != 200, "answered 200 while no node could reach the bot"
+    await cluster.redis.start()
+    for node in (cluster.a, cluster.b):
+        cluster_link = cluster.gateway(node).cluster
+        assert cluster_link is not None and await cluster_link.link.wait_up(15)
+    # Feishu retries with a new request each time: the first 200 must mean the bot got it, and it must
+    # come at once (the nodes re-register their connections when the link is back, not a heartbeat later)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    attempt = 0
+    while True:
+        payload = _message(f"after the outage {attempt}")
+        status, body = await push(http, cluster.a, payload)
+        if status == 200:
+            got = await bot.event("message")
+            assert got["text_head"] == f"after the outage {attempt}", (status, body, got)
+            return
+        assert loop.time() < deadline, f"no webhook at node A reached the bot on node B: {status} {body}"
+        attempt += 1
+        await asyncio.sleep(0.1)  # Feishu's pace between attempts, not synchronisation

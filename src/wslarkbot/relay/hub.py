@@ -331,9 +331,7 @@ class InMemoryHub(Hub):
         replay = item.replay or not self.is_pending(item.request_id)
         return bool(self.offer_group(event, item.group, attempt=item.attempt + 1, replay=replay))
 
-    def watched(
-        self, older_than: float, buffered: Callable[[str], bool] | None = None
-    ) -> dict[str, int]:
+    def watched(self, older_than: float, buffered: Callable[[str], bool] | None = None) -> dict[str, int]:
         """Buffered channels with subscribers here connected for ``older_than`` seconds, and how many.
 
         Args:

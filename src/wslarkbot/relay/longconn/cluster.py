@@ -91,7 +91,11 @@ class Cluster:
         self._on_request = on_request
         self._clock = clock
         self.link = RedisLink(
-            url, node_channel(self.node_id), self._on_message, client_name=f"wslarkbot-gw-{self.node_id}"
+            url,
+            node_channel(self.node_id),
+            self._on_message,
+            client_name=f"wslarkbot-gw-{self.node_id}",
+            on_up=self._link_up,
         )
         self.replay = RedisReplay(self.link.command, self.link.client, clock)
         self._reserve = self.link.client.register_script(_RESERVE)
@@ -137,6 +141,24 @@ class Cluster:
                 await self.link.command(functools.partial(self._refresh, members=members))
             except BackendUnavailable:
                 log.debug("gateway heartbeat skipped: redis unavailable")
+
+    def _link_up(self) -> None:
+        """The link is (back) up: register this node's connections again at once. A Redis restarted empty
+        has forgotten them, and until the next heartbeat (``CONN_LEASE`` / 3) other nodes would answer
+        "no client connected" for apps whose bots are connected here."""
+        members = list(self._members.items())
+        if not members:
+            return
+
+        async def refresh() -> None:
+            try:
+                await self.link.command(functools.partial(self._refresh, members=members))
+            except BackendUnavailable:
+                log.debug("gateway re-registration skipped: redis unavailable again")
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _refresh(self, r: Any, members: list[tuple[str, str]]) -> None:
         until = _ms(self._clock() + CONN_LEASE)
