@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8888
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ run: $(VENV)/.relay-installed
 ## Run the whole test suite (installs into .venv on first use).
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The system programs some tests need (Debian/Ubuntu, as root): without them those tests skip and say so.
+system-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  redis-server nginx libnginx-mod-nchan libnginx-mod-http-lua lua-cjson apache2-utils chromium >/dev/null
 
 ## ruff and mypy, as CI runs them.
 lint: $(VENV)/.dev-installed

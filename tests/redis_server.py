@@ -17,13 +17,14 @@ from typing import Protocol
 
 import pytest
 
+from system_programs import mark
 from wslarkbot.relay.testing import RedisServer
 
 __all__ = ["REDIS_MARKS", "Node", "redis_server_fixture"]
 
 #: Skip without redis-server; the cluster tests SIGKILL a node (POSIX signals).
 REDIS_MARKS = [
-    pytest.mark.skipif(not RedisServer.available(), reason="redis-server is not installed"),
+    mark("redis-server"),
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
 ]
 

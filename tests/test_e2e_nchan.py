@@ -45,6 +45,7 @@ from nchan_server import (  # noqa: F401  (nchan_relay_fixture registers the `nc
     nchan_relay_fixture,
     running_nchan,
 )
+from system_programs import require
 from wslarkbot.bot import Bot
 from wslarkbot.client import AsyncClient, Client
 from wslarkbot.events import CardAction, MessageEvent
@@ -316,9 +317,7 @@ class RestartableNchan:
 
 @pytest.fixture
 async def restartable(tmp_path: Path) -> AsyncIterator[RestartableNchan]:
-    reason = missing_requirements()
-    if reason is not None:
-        pytest.skip(reason)
+    require("nginx+nchan")
     nginx = RestartableNchan(tmp_path / "nchan")
     try:
         yield nginx

@@ -7,11 +7,13 @@ import subprocess
 
 import pytest
 
+from system_programs import require
 from wslarkbot.relay.auth import parse_basic_auth
 from wslarkbot.relay.htpasswd import Htpasswd, apr1_crypt, verify_entry
 
 
 def htpasswd_hash(flag: str, password: str) -> str:
+    require("htpasswd")
     out = subprocess.run(["htpasswd", flag, "user", password], check=True, capture_output=True, text=True)
     return out.stdout.strip().split(":", 1)[1]
 

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import websockets
 
+from system_programs import mark
 from test_longconn_sdk import (  # noqa: F401  (the `bots` and `http` fixtures)
     APP_ID,
     ENCRYPT_KEY,
@@ -38,7 +39,7 @@ from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.testing import RedisServer, ServeProcess, test_config
 
 pytestmark = [
-    pytest.mark.skipif(not RedisServer.available(), reason="redis-server is not installed"),
+    mark("redis-server"),
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
     pytest.mark.timeout(150),
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from system_programs import require
 from test_longconn_sdk import (  # noqa: F401  (the `bots` and `http` fixtures)
     APP_ID,
     ENCRYPT_KEY,
@@ -56,8 +57,7 @@ async def store(request: Any, tmp_path: pathlib.Path) -> AsyncIterator[tuple[Rep
     if request.param == "memory":
         yield MemoryReplay(clock), clock
         return
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
+    require("redis-server")
     import redis.asyncio as aioredis
 
     from wslarkbot.relay.longconn.redis_replay import RedisReplay

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from system_programs import require
 from wslarkbot.exceptions import ConfigurationError
 from wslarkbot.relay import create_app, run_relay
 from wslarkbot.relay.runner import RunningRelay
@@ -23,6 +24,7 @@ EVENT = {"schema": "2.0", "header": {"event_type": "im.message.receive_v1", "eve
 
 def htpasswd_line(flag: str, user: str, password: str) -> str:
     """One entry made by Apache's real `htpasswd` command."""
+    require("htpasswd")
     out = subprocess.run(["htpasswd", flag, user, password], check=True, capture_output=True, text=True)
     return out.stdout.strip()
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from system_programs import mark
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
@@ -42,9 +43,7 @@ WAIT_MS = 10_000
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (pip install playwright)"
 )
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-)
+pytestmark = mark("chromium")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from system_programs import require
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.testing import SIGNED, RedisServer, recv_json, test_config
@@ -173,8 +174,7 @@ async def test_metrics_auth_requires_the_admin_credentials(http: httpx.AsyncClie
 
 
 async def test_metrics_show_the_redis_link_state_with_a_redis_hub(tmp_path: pathlib.Path) -> None:
-    if not RedisServer.available():
-        pytest.skip("redis-server is not installed")
+    require("redis-server")
     server = await RedisServer(tmp_path).start()
     try:
         async with (

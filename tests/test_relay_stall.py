@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from delivery_helpers import ack, event
 from fault_harness import wait_until
 from redis_server import REDIS_MARKS, redis_server_fixture  # noqa: F401  (registers `redis_server`)
+from system_programs import require
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.config import RelayConfig
 from wslarkbot.relay.runner import RunningRelay
@@ -29,8 +30,7 @@ async def relay(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
     changes: dict[str, Any] = {"buffer": "cli_*", "buffer_stall_after": STALL_AFTER, "ack_timeout": 0.3}
     server: RedisServer | None = None
     if request.param == "redis":
-        if not RedisServer.available():
-            pytest.skip("redis-server is not installed")
+        require("redis-server")
         server = await RedisServer(tmp_path).start()
         changes["redis_url"] = server.url
     try:
