@@ -41,7 +41,7 @@ from typing import Any
 
 from openai import APIStatusError, APITimeoutError, AsyncOpenAI
 
-from wslarkbot.bot import Bot
+from wslarkbot.bot import Bot, openapi_host
 from wslarkbot.events import FeishuEvent, MessageEvent
 from wslarkbot.streaming import AsyncStreamingCard, default_card
 
@@ -68,7 +68,7 @@ class Settings:
     app_secret: str = field(repr=False)
     verification_token: str = field(repr=False)
     encrypt_key: str | None = field(default=None, repr=False)
-    feishu_host: str = "https://open.feishu.cn"
+    feishu_host: str | None = None  # Bot: $WSLARKBOT_FEISHU_HOST, else open.feishu.cn
     openai_base_url: str | None = None
     openai_api_key: str = field(default="", repr=False)
     model: str = "gpt-4o-mini"
@@ -95,8 +95,13 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--app-secret", "WSLARKBOT_APP_SECRET", "app_secret", str, "the App Secret; required"),
     ("--verification-token", "WSLARKBOT_VERIFICATION_TOKEN", "verification_token", str, "required"),
     ("--encrypt-key", "WSLARKBOT_ENCRYPT_KEY", "encrypt_key", str, "if encryption is on"),
-    ("--feishu-host", "WSLARKBOT_FEISHU_HOST", "feishu_host", str,
-     "open.feishu.cn (default), open.larksuite.com (Lark) or a URL"),
+    (
+        "--feishu-host",
+        "WSLARKBOT_FEISHU_HOST",
+        "feishu_host",
+        str,
+        "open.feishu.cn (default), open.larksuite.com (Lark) or a URL",
+    ),
     ("--openai-base-url", "OPENAI_BASE_URL", "openai_base_url", str, "OpenAI-compatible API base URL"),
     ("--openai-api-key", "OPENAI_API_KEY", "openai_api_key", str, "API key; required"),
     ("--model", "OPENAI_MODEL", "model", str, "model name"),
@@ -106,8 +111,13 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--llm-max-retries", "OPENAI_MAX_RETRIES", "llm_max_retries", int, "SDK retries before streaming"),
     ("--max-turns", "WSLARKBOT_MAX_TURNS", "max_turns", int, "exchanges kept per user"),
     ("--max-chars", "WSLARKBOT_MAX_CHARS", "max_chars", int, "characters of history kept per user"),
-    ("--drop-older-than", "WSLARKBOT_DROP_OLDER_THAN", "drop_older_than", float,
-     "skip messages older than this many seconds (0: never)"),
+    (
+        "--drop-older-than",
+        "WSLARKBOT_DROP_OLDER_THAN",
+        "drop_older_than",
+        float,
+        "skip messages older than this many seconds (0: never)",
+    ),
     ("--bot-open-id", "WSLARKBOT_BOT_OPEN_ID", "bot_open_id", str, "the bot's open_id, for @mentions"),
     ("--bot-name", "WSLARKBOT_BOT_NAME", "bot_name", str, "the bot's name, for @mentions"),
     ("--title", "WSLARKBOT_CARD_TITLE", "title", str, "a header for answer cards"),
@@ -117,10 +127,6 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
     ("--org-passwd", "WSLARKBOT_ORG_PASSWD", "org_passwd", str, "organisation password"),
 )
 _REQUIRED = ("app_id", "app_secret", "verification_token", "openai_api_key", "server")
-
-
-def _feishu_url(host: str) -> str:
-    return host if "://" in host else f"https://{host}"
 
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -152,7 +158,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     if missing:
         parser.error("missing " + ", ".join(f"--{n.replace('_', '-')}" for n in missing))
     if "feishu_host" in values:
-        values["feishu_host"] = _feishu_url(values["feishu_host"])
+        values["feishu_host"] = openapi_host(values["feishu_host"])
     if values.get("drop_older_than") == 0:
         values["drop_older_than"] = None
     return Settings(**values, log_level=args.log_level.upper())
@@ -226,12 +232,17 @@ def _describe(exc: BaseException) -> str:
 
 def make_llm(settings: Settings) -> AsyncOpenAI:
     """The OpenAI SDK client for the settings (close it with ``await llm.close()``)."""
-    return AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
-                       timeout=settings.llm_timeout, max_retries=settings.llm_max_retries)
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+    )
 
 
-def build_bot(settings: Settings, *, llm: AsyncOpenAI | None = None,
-              conversations: Conversations | None = None) -> Bot:
+def build_bot(
+    settings: Settings, *, llm: AsyncOpenAI | None = None, conversations: Conversations | None = None
+) -> Bot:
     """The chat bot (a :class:`~wslarkbot.bot.Bot`); connect it with ``AsyncClient``/``Client`` or serve it
     with ``create_webhook_app``.
 
@@ -241,13 +252,19 @@ def build_bot(settings: Settings, *, llm: AsyncOpenAI | None = None,
         conversations: the history store (default: a new :class:`Conversations`).
     """
     bot = Bot(
-        settings.app_id, settings.app_secret, settings.verification_token, settings.encrypt_key,
-        host=settings.feishu_host, ordering=_per_user_in_chat, dedup=True,
+        settings.app_id,
+        settings.app_secret,
+        settings.verification_token,
+        settings.encrypt_key,
+        host=settings.feishu_host,
+        ordering=_per_user_in_chat,
+        dedup=True,
         drop_older_than=settings.drop_older_than,
     )
     llm = llm or make_llm(settings)
-    history = conversations or Conversations(settings.system_role, max_turns=settings.max_turns,
-                                             max_chars=settings.max_chars)
+    history = conversations or Conversations(
+        settings.system_role, max_turns=settings.max_turns, max_chars=settings.max_chars
+    )
 
     def render(text: str, state: Any) -> dict[str, Any]:
         return default_card(text, state, title=settings.title)
@@ -261,7 +278,10 @@ def build_bot(settings: Settings, *, llm: AsyncOpenAI | None = None,
         async def stream() -> None:
             messages: Any = history.messages(key, question)
             chunks = await llm.chat.completions.create(
-                model=settings.model, messages=messages, temperature=settings.temperature, stream=True,
+                model=settings.model,
+                messages=messages,
+                temperature=settings.temperature,
+                stream=True,
             )
             async for chunk in chunks:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
@@ -312,8 +332,13 @@ async def run(settings: Settings) -> None:
 
     llm = make_llm(settings)
     bot = build_bot(settings, llm=llm)
-    client = AsyncClient(bot, server=settings.server, protocol=settings.protocol,
-                         org_name=settings.org_name, org_passwd=settings.org_passwd)
+    client = AsyncClient(
+        bot,
+        server=settings.server,
+        protocol=settings.protocol,
+        org_name=settings.org_name,
+        org_passwd=settings.org_passwd,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -331,8 +356,9 @@ async def run(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(run(settings))
     return 0
 

@@ -17,6 +17,11 @@ Example::
 
 from __future__ import annotations
 
+# The original package's star import gave its users `json` and `logging`, and seed-style bots call
+# `json.loads(...)` right after `from wslarkbot import *`: both stay in __all__ so that code runs unchanged.
+import json
+import logging
+
 from .bot import Bot, DispatchResult
 from .cards import (
     CardActionResponse,
@@ -122,6 +127,9 @@ from .streaming import AsyncStreamingCard, StreamingCard
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    # what the original star import gave seed-style code (see the imports above)
+    "json",
+    "logging",
     # bot and client
     "Bot",
     "DispatchResult",

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Hashable, Mapping
@@ -98,6 +99,18 @@ Handler = Callable[[Any], Any]
 H = TypeVar("H", bound=Handler)
 
 FEISHU_HOST = "https://open.feishu.cn"
+#: Sets :class:`Bot`'s default OpenAPI host (Lark, a local fake) without touching the bot's code.
+ENV_FEISHU_HOST = "WSLARKBOT_FEISHU_HOST"
+
+
+def openapi_host(host: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The OpenAPI base URL: ``host``, else ``$WSLARKBOT_FEISHU_HOST``, else :data:`FEISHU_HOST`; a bare
+    host name gets ``https://`` (``open.larksuite.com`` -> ``https://open.larksuite.com``)."""
+    env = os.environ if environ is None else environ
+    chosen = (host or env.get(ENV_FEISHU_HOST) or FEISHU_HOST).strip().rstrip("/")
+    return chosen if "://" in chosen else f"https://{chosen}"
+
+
 _TS, _NONCE, _SIG = "x-lark-request-timestamp", "x-lark-request-nonce", "x-lark-signature"
 
 
@@ -144,7 +157,8 @@ class Bot(BotAPIMixin):
         verification_token: checked against the token every event carries; the sha1 key of legacy cards.
         encrypt_key: decrypts ``{"encrypt": ...}`` bodies; when set, every request but url_verification
             must carry a valid sha256 ``X-Lark-Signature`` (protocol.md §3).
-        host: ``https://open.feishu.cn`` or ``https://open.larksuite.com`` (Lark).
+        host: the OpenAPI base URL, ``https://open.feishu.cn`` or ``https://open.larksuite.com`` (Lark);
+            default ``$WSLARKBOT_FEISHU_HOST``, else Feishu (:func:`openapi_host`).
         http_transport / async_http_transport: httpx transports for the OpenAPI clients (tests).
         clock: epoch seconds, for the OpenAPI token cache and ``drop_older_than``.
         ordering: ``"chat"`` (default): messages of one chat are handled one at a time, in arrival order,
@@ -168,7 +182,7 @@ class Bot(BotAPIMixin):
         app_secret: str | None = None,
         verification_token: str | None = None,
         encrypt_key: str | None = None,
-        host: str = FEISHU_HOST,
+        host: str | None = None,
         *,
         http_transport: Any = None,
         async_http_transport: Any = None,
@@ -183,7 +197,7 @@ class Bot(BotAPIMixin):
         self.app_secret = app_secret
         self.verification_token = verification_token
         self.encrypt_key = encrypt_key
-        self.host = host.rstrip("/")
+        self.host = openapi_host(host)
         self._http_transport = http_transport
         self._async_http_transport = async_http_transport
         self._clock = clock

@@ -20,7 +20,12 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--app-id", "WSLARKBOT_APP_ID", "the app's App ID (cli_...); required"),
     ("--app-secret", "WSLARKBOT_APP_SECRET", "the App Secret, for replying through the OpenAPI; required"),
     ("--encrypt-key", "WSLARKBOT_ENCRYPT_KEY", "the Encrypt Key, if encryption is on in the console"),
-    ("--verification-token", "WSLARKBOT_VERIFICATION_TOKEN", "the Verification Token; required"),
+    (
+        "--verification-token",
+        "WSLARKBOT_VERIFICATION_TOKEN",
+        "the Verification Token, checked in every request; required unless --encrypt-key is set "
+        "(then every request is checked by its signature)",
+    ),
     ("--server", "WSLARKBOT_SERVER", "the relay, host[:port] without scheme; required"),
     ("--protocol", "WSLARKBOT_PROTOCOL", "https (wss) or http (ws); default: http for localhost, else https"),
     ("--org-name", "WSLARKBOT_ORG_NAME", "organisation channel (org_...) for org mode"),
@@ -62,18 +67,12 @@ def _value(args: argparse.Namespace, flag: str, env: str) -> str:
     return value if value is not None else os.environ.get(env, "")
 
 
-def _feishu_url(host: str) -> str:
-    if not host:
-        return "https://open.feishu.cn"
-    return host if "://" in host else f"https://{host}"
-
-
 def build_echo_bot(
     app_id: str,
     app_secret: str,
     verification_token: str,
     encrypt_key: str | None = None,
-    host: str = "https://open.feishu.cn",
+    host: str | None = None,
 ) -> Any:
     """A :class:`~wslarkbot.bot.Bot` replying ``echo: <text>`` to text messages (not to other bots)."""
     from ..bot import Bot
@@ -92,7 +91,9 @@ def build_echo_bot(
 
 def _run(args: argparse.Namespace) -> int:
     values = {flag: _value(args, flag, env) for flag, env, _h in _OPTIONS}
-    missing = [f for f in ("--app-id", "--app-secret", "--verification-token", "--server") if not values[f]]
+    missing = [f for f in ("--app-id", "--app-secret", "--server") if not values[f]]
+    if not values["--verification-token"] and not values["--encrypt-key"]:
+        missing.append("--verification-token")  # or --encrypt-key: one of them authenticates Feishu
     if missing:
         envs = {flag: env for flag, env, _h in _OPTIONS}
         names = ", ".join(f"{f} (${envs[f]})" for f in missing)
@@ -113,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
             values["--app-secret"],
             values["--verification-token"],
             values["--encrypt-key"],
-            _feishu_url(values["--feishu-host"]),
+            values["--feishu-host"] or None,  # Bot reads $WSLARKBOT_FEISHU_HOST itself
         )
         client = Client(
             bot,
