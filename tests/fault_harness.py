@@ -9,7 +9,8 @@ Run as a script, this file *is* the bot process::
 
 It runs ``Bot(dedup=SqliteDeduplicator(path))`` (or no dedup) + ``AsyncClient`` and appends to ``--out``,
 one line each: ``ready <pid> <hellos>`` whenever a protocol-2 connection is open, ``start <pid> <name>``
-when a text handler begins and ``done <pid> <name>`` when it ends (name: the text's first word).
+when a text handler begins and ``done <pid> <name>`` when it ends (name: the text's first word), or
+``fail <pid> <name>`` when ``--fail-once`` makes it raise.
 ``write`` goes to the kernel at once, so a SIGKILL loses nothing that was logged. A card action is
 answered with the toast ``clicked <action.value.name>``.
 """
@@ -55,6 +56,11 @@ def _bot_main(argv: list[str]) -> int:
     parser.add_argument(
         "--slow", default="", help="PREFIX=SECONDS: texts starting with PREFIX sleep that long"
     )
+    parser.add_argument(
+        "--fail-once",
+        default="",
+        help="PREFIX: a text starting with PREFIX raises the first time it is handled",
+    )
     parser.add_argument("--claim-ttl", type=float, default=None)
     parser.add_argument("--ack-after", type=float, default=2.5)
     parser.add_argument("--group", default=None, help="join this subscriber group (?group=)")
@@ -77,6 +83,8 @@ def _bot_main(argv: list[str]) -> int:
     def log(kind: str, text: str) -> None:
         os.write(fd, f"{kind} {pid} {text}\n".encode())
 
+    failed: set[str] = set()
+
     @bot.on_card_action
     def clicked(event: CardAction) -> CardActionResponse:  # the answer names the card that was clicked
         return CardActionResponse(toast=Toast(f"clicked {(event.value or {}).get('name')}"))
@@ -87,6 +95,10 @@ def _bot_main(argv: list[str]) -> int:
         log("start", text)
         if slow_prefix and text.startswith(slow_prefix):
             await asyncio.sleep(float(slow_seconds))
+        if args.fail_once and text.startswith(args.fail_once) and text not in failed:
+            failed.add(text)
+            log("fail", text)
+            raise RuntimeError(f"{text}: failing once, as asked")
         log("done", text)
 
     async def main() -> None:
@@ -190,6 +202,7 @@ class BotProcess:
         *,
         log: HandlerLog,
         slow: str = "",
+        fail_once: str = "",
         claim_ttl: float | None = None,
         group: str | None = None,
         dedup: bool = True,
@@ -208,6 +221,8 @@ class BotProcess:
             args += ["--encrypt-key", app.encrypt_key]
         if slow:
             args += ["--slow", slow]
+        if fail_once:
+            args += ["--fail-once", fail_once]
         if claim_ttl is not None:
             args += ["--claim-ttl", str(claim_ttl)]
         if group:

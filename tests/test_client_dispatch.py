@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,9 @@ class RecordingSink:
 
     async def ack(self, request_id: str) -> None:
         await self._record(("ack", request_id, None))
+
+    async def nack(self, request_id: str) -> None:
+        await self._record(("nack", request_id, None))
 
     async def wait_for(self, predicate: Callable[[list[tuple[str, str, Any]]], bool]) -> None:
         async with self._changed:
@@ -170,21 +174,24 @@ async def test_slow_card_callback_gets_no_early_ack_only_its_reply(
     assert sink.sent == [("reply", "r4", {"toast": {"type": "success", "content": "done"}})]
 
 
-async def test_bad_signature_is_neither_acked_nor_answered(
-    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+async def test_bad_signature_is_nacked_and_logged_with_what_to_check(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
 ) -> None:
     status = ClientStatus()
     env = envelope(app, payloads.text_message(app, "x"), "event", "r5")
     env["headers"]["x-lark-signature"] = "0" * 64
     sink = RecordingSink()
     d = make_dispatcher(executor, status=status)
-    await d.submit(bot, env, sink, request_id="r5")
-    assert await d.drain(WAIT)
-    assert sink.sent == []
+    with caplog.at_level(logging.WARNING, logger="wslarkbot.client"):
+        await d.submit(bot, env, sink, request_id="r5")
+        assert await d.drain(WAIT)
+    assert sink.sent == [("nack", "r5", None)]
     assert status.rejected == 1
+    (line,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert "SignatureError" in line and "check the Encrypt Key" in line
 
 
-async def test_event_whose_handler_raises_is_still_acked_but_failed_callback_gets_nothing(
+async def test_event_or_callback_whose_handler_raises_is_nacked_so_feishu_delivers_it_again(
     app: SimApp, bot: Bot, executor: ThreadPoolExecutor
 ) -> None:
     def boom(event: Any) -> None:
@@ -197,7 +204,44 @@ async def test_event_whose_handler_raises_is_still_acked_but_failed_callback_get
     await d.submit(bot, envelope(app, payloads.text_message(app, "x"), "event", "e1"), sink, request_id="e1")
     await d.submit(bot, envelope(app, payloads.card_action(app), "callback", "c1"), sink, request_id="c1")
     assert await d.drain(WAIT)
+    assert sorted(sink.sent) == [("nack", "c1", None), ("nack", "e1", None)]
+
+
+async def test_ack_failures_keeps_acking_an_event_whose_handler_raised(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor
+) -> None:
+    def boom(event: Any) -> None:
+        raise ValueError("handler bug")
+
+    bot.on_text(boom)
+    sink = RecordingSink()
+    d = make_dispatcher(executor, ack_failures=True)
+    await d.submit(bot, envelope(app, payloads.text_message(app, "x"), "event", "e1"), sink, request_id="e1")
+    assert await d.drain(WAIT)
     assert sink.sent == [("ack", "e1", None)]
+
+
+async def test_a_handler_failing_after_the_early_ack_is_logged_as_not_retried(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = threading.Event()
+
+    def slow_boom(event: Any) -> None:
+        gate.wait(WAIT)
+        raise ValueError("late handler bug")
+
+    bot.on_text(slow_boom)
+    sink = RecordingSink()
+    d = make_dispatcher(executor, ack_after=0.05)
+    with caplog.at_level(logging.ERROR, logger="wslarkbot.client"):
+        await d.submit(
+            bot, envelope(app, payloads.text_message(app, "x"), "event", "e2"), sink, request_id="e2"
+        )
+        await sink.wait_for(lambda s: len(s) == 1)
+        gate.set()
+        assert await d.drain(WAIT)
+    assert sink.sent == [("ack", "e2", None)]
+    assert any("failed after the event was acked" in r.getMessage() for r in caplog.records)
 
 
 async def test_original_protocol_sends_only_non_empty_results(
@@ -234,3 +278,33 @@ async def test_submit_waits_while_max_in_flight_envelopes_run(
     await asyncio.wait_for(second, WAIT)
     assert await d.drain(WAIT)
     assert [s[1] for s in sink.sent] == ["q1", "q2"]
+
+
+async def test_each_envelope_is_verified_and_decrypted_once_on_the_client(
+    app: SimApp, bot: Bot, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wslarkbot import crypto
+
+    counts = {"decrypt": 0, "signature": 0}
+    decrypt, verify = crypto.decrypt, crypto.verify_event_signature
+
+    def counting_decrypt(*args: Any) -> bytes:
+        counts["decrypt"] += 1
+        return decrypt(*args)
+
+    def counting_verify(*args: Any) -> None:
+        counts["signature"] += 1
+        verify(*args)
+
+    monkeypatch.setattr(crypto, "decrypt", counting_decrypt)
+    monkeypatch.setattr(crypto, "verify_event_signature", counting_verify)
+    handled: list[str] = []
+    bot.on_text(lambda event: handled.append(event.text))
+    sink = RecordingSink()
+    d = make_dispatcher(executor)
+    await d.submit(
+        bot, envelope(app, payloads.text_message(app, "once"), "event", "o1"), sink, request_id="o1"
+    )
+    assert await d.drain(WAIT)
+    assert handled == ["once"] and sink.sent == [("ack", "o1", None)]
+    assert counts == {"decrypt": 1, "signature": 1}

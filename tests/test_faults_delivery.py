@@ -226,3 +226,21 @@ async def test_dropped_connection_is_noticed_and_the_next_webhook_is_answered_50
     if how == "bot-sigstop-silent":
         assert noticed < 5, f"heartbeat (1 s) noticed the silent peer in {noticed:.1f} s"
     assert world.log.texts() == [], "nothing was handled"
+
+
+async def test_a_handler_that_raises_is_answered_500_and_feishus_retry_handles_it(world: World) -> None:
+    """Issue 18: a failed handler is nacked, the relay answers Feishu 500 at once, Feishu delivers the
+    event again, and the bot's dedup store (which forgot the failed run) lets the retry run it."""
+    await world.relay()
+    await world.bot(fail_once="bad")
+    names = [f"{kind}-{i:02d}" for i in range(10) for kind in ("ok", "bad")]
+    async with world.sim() as sim:
+        results = await results_of(sim, await burst(sim, world.app, names, interval=0.02))
+    tally = Tally.of(names, results, world.log)
+    assert_exactly_once(tally)
+    bad = [n for n in names if n.startswith("bad")]
+    assert {n: tally.statuses[n] for n in bad} == {n: [500, 200] for n in bad}, tally.summary()
+    assert all(tally.statuses[n] == [200] for n in names if n.startswith("ok")), tally.summary()
+    assert sorted(world.log.texts("fail")) == sorted(bad)
+    status = await world.status()
+    assert status["nacks"] == len(bad), status

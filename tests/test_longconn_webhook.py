@@ -24,7 +24,7 @@ APP = GatewayApp(
 EVENT = {
     "schema": "2.0",
     "header": {"event_id": "e1", "event_type": "im.message.receive_v1", "token": TOKEN, "app_id": "cli_a"},
-    "event": {"message": {"content": "{}"}},
+    "event": {"message": {"message_id": "om_1", "content": "{}"}},
 }
 
 
@@ -63,7 +63,8 @@ def test_url_verification_is_answered_without_signature() -> None:
     [
         (EVENT, lambda p: signed(p, sign_key="other"), SignatureError),
         (EVENT, lambda p: ({}, signed(p)[1]), SignatureError),
-        (EVENT, lambda p: signed(p, key="wrong key"), DecryptError),
+        (EVENT, lambda p: signed(p, key="wrong key"), SignatureError),  # checked before decrypting
+        (EVENT, lambda p: ({}, signed(p, key="wrong key")[1]), DecryptError),  # unsigned: decrypted
         ({**EVENT, "header": {**EVENT["header"], "token": "bad"}}, signed, TokenMismatchError),
         ({"type": "url_verification", "challenge": "c", "token": "bad"}, signed, TokenMismatchError),
         ({"open_message_id": "om", "action": {}}, signed, MalformedRequestError),  # legacy card callback
@@ -222,4 +223,46 @@ async def test_relay_webhook_maps_outcomes_to_http() -> None:
     timeout = await relay_webhook(hub, app, *signed(EVENT), timeout=0.05, retry_after=7)
     assert timeout.status == 504
     bad = await relay_webhook(hub, app, *signed(EVENT, sign_key="x"), timeout=1, retry_after=7)
-    assert (bad.status, bad.body) == (401, b'{"msg":"signature verification failed"}')
+    assert (bad.status, bad.body) == (401, b'{"msg":"request rejected"}')
+
+
+def _unsigned_bad_bodies(rng: random.Random) -> dict[str, bytes]:
+    """One unsigned body of each kind a padding-oracle attacker would send (issue 17)."""
+
+    def wrapped(token: str) -> bytes:
+        return json.dumps({"encrypt": token}).encode()
+
+    raw = bytes(rng.getrandbits(8) for _ in range(48))
+    valid = json.dumps({"type": "url_verification", "challenge": "c", "token": "wrong"})
+    not_a_challenge = json.dumps({**EVENT, "header": {**EVENT["header"], "event_id": f"e{rng.random()}"}})
+    # AES-CBC under the app's key with a random IV and random plaintext bytes: padding bad most times
+    bad_padding = base64.b64encode(raw).decode()
+    # valid padding but not JSON after decryption
+    bad_json = encrypt("\x01not json " + str(rng.random()), KEY)
+    return {
+        "bad base64": wrapped("!!" + base64.b64encode(raw).decode()[2:]),
+        "bad padding": wrapped(bad_padding),
+        "bad JSON after decrypt": wrapped(bad_json),
+        "valid JSON, not a challenge": wrapped(encrypt(not_a_challenge, KEY)),
+        "wrong token": wrapped(encrypt(valid, KEY)),
+    }
+
+
+async def test_every_unsigned_bad_body_gets_one_and_the_same_answer_whatever_failed() -> None:
+    """No oracle: 200 random bodies of each kind, unsigned (as url_verification arrives), all answered
+    byte for byte alike: status, body and headers."""
+    hub = make_hub()
+    app = GatewayApp(
+        app_id="cli_a", app_secret_sha256=hash_secret("s"), encrypt_key=KEY, verification_token=TOKEN
+    )
+    rng = random.Random(17)
+    seen: dict[str, set[tuple[int, bytes, tuple[tuple[str, str], ...]]]] = {}
+    for _ in range(200):
+        for kind, body in _unsigned_bad_bodies(rng).items():
+            answer = await relay_webhook(hub, app, {}, body, timeout=1, retry_after=7)
+            seen.setdefault(kind, set()).add(
+                (answer.status, answer.body, tuple(sorted(answer.headers.items())))
+            )
+    answers = set().union(*seen.values())
+    assert len(answers) == 1, seen
+    assert next(iter(answers))[0] == 401

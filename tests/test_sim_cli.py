@@ -103,7 +103,7 @@ async def test_simulate_against_a_bot_with_the_wrong_key_fails_and_says_what_to_
         rc = await run_cli(args_for(app, f"{relay.url}/hook/{app.app_id}"))
     out = capsys.readouterr().out
     assert rc == 1, out
-    assert "<- HTTP 504" in out and "FAILED: not delivered" in out
+    assert "<- HTTP 500" in out and "FAILED: not delivered" in out
     assert "wrong Encrypt Key or Verification Token" in out
     assert "send the same event 4 more times, waiting 15 s, 5 min, 1 h and 6 h" in out
     assert client.status.rejected == 1
@@ -176,7 +176,9 @@ def test_simulate_usage_errors_exit_2_without_sending(capsys: pytest.CaptureFixt
     ("status", "body", "error", "expected"),
     [
         (503, '{"msg":"no subscriber connected for channel cli_x"}', None, "no bot connected"),
-        (504, '{"msg":"no reply from the bot within 2.8 s"}', None, "wrong Encrypt Key"),
+        (500, '{"msg":"the bot did not handle this request"}', None, "wrong Encrypt Key"),
+        (504, '{"msg":"no reply from the bot within 2.8 s"}', None, "its handler is slow"),
+        (401, '{"msg":"request rejected"}', None, "--encrypt-key and --verification-token"),
         (None, "", "timeout", "nothing answered in time"),
         (None, "", "ConnectError: refused", "could not connect"),
         (302, "", None, "does not follow redirects"),

@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import crypto
 from ._bot_api import BotAPIMixin
 from ._dispatch import (
     Acquire,
@@ -79,12 +78,10 @@ from .events import (
 )
 from .exceptions import (
     ConfigurationError,
-    DecryptError,
     MalformedRequestError,
     ProtocolError,
-    SignatureError,
-    TokenMismatchError,
 )
+from .verify import verify_request
 from .wire import Envelope
 
 if TYPE_CHECKING:
@@ -109,9 +106,6 @@ def openapi_host(host: str | None, environ: Mapping[str, str] | None = None) -> 
     env = os.environ if environ is None else environ
     chosen = (host or env.get(ENV_FEISHU_HOST) or FEISHU_HOST).strip().rstrip("/")
     return chosen if "://" in chosen else f"https://{chosen}"
-
-
-_TS, _NONCE, _SIG = "x-lark-request-timestamp", "x-lark-request-nonce", "x-lark-signature"
 
 
 @dataclass(frozen=True)
@@ -295,86 +289,26 @@ class Bot(BotAPIMixin):
             MalformedRequestError: not a Feishu payload.
         """
         env = self._envelope(message)
-        body = env.body
-        if not isinstance(body, dict):
-            raise MalformedRequestError("body is not a JSON object")
-        encrypted = "encrypt" in body
-        signed = False
-        data: Any = body
-        if encrypted:
-            if not self.encrypt_key:
-                raise DecryptError("body is encrypted but no encrypt_key is configured")
-            if env.has_signature:
-                # Verify before decrypting: tampered ciphertext never reaches AES-CBC (no padding oracle).
-                crypto.verify_event_signature(
-                    env.headers.get(_TS),
-                    env.headers.get(_NONCE),
-                    env.headers.get(_SIG),
-                    self.encrypt_key,
-                    env.raw_bytes(),
-                )
-                signed = True
-            data = self._decrypt(body["encrypt"], self.encrypt_key)
-        event = parse_payload(data)
-        if isinstance(event, UrlVerification):
-            # protocol.md §1, §3: no signature headers on challenges; the token is still checked.
-            self._check_token(event, signed=signed)
-        else:
-            signed = signed or self._check_signature(env, event)
-            self._check_token(event, signed=signed)
-        logger.debug(
-            "request %s: %s verified (signature checked: %s)", env.request_id or "-", event.event_type, signed
+        verified = verify_request(
+            env.headers,
+            env.body,
+            env.raw_bytes(),
+            encrypt_key=self.encrypt_key,
+            verification_token=self.verification_token,
         )
-        return FeishuRequest(event, dict(env.headers), encrypted=encrypted, signature_checked=signed)
-
-    @staticmethod
-    def _decrypt(encrypted: Any, encrypt_key: str) -> Any:
-        """Decrypt and decode the ``encrypt`` field. Every failure raises the same message (the cause is
-        chained), so an unsigned request cannot tell bad padding from bad plaintext."""
-        try:
-            if not isinstance(encrypted, str):
-                raise DecryptError("encrypt field is not a string")
-            return json.loads(crypto.decrypt(encrypted, encrypt_key))
-        except (DecryptError, ValueError) as exc:
-            raise DecryptError("cannot decrypt: wrong encrypt_key or corrupted body") from exc
-
-    def _check_signature(self, env: Envelope, event: FeishuEvent) -> bool:
-        """Check ``X-Lark-Signature`` where a configured secret applies; True when one was checked."""
-        ts, nonce, sig = env.headers.get(_TS), env.headers.get(_NONCE), env.headers.get(_SIG)
-        if isinstance(event, LegacyCardAction):
-            # §3B: sha1 with the verification token; §9: the newer callback path signs legacy-shaped
-            # callbacks with sha256 and the encrypt key, so either configured secret's signature is accepted.
-            if not (self.verification_token or self.encrypt_key):
-                return False
-            if not (ts and nonce and sig):
-                raise SignatureError("signature headers missing (X-Lark-Request-Timestamp/Nonce/Signature)")
-            body = env.raw_bytes()
-            by_token = bool(self.verification_token) and crypto.secure_equals(
-                crypto.card_signature(ts, nonce, self.verification_token or "", body), sig
-            )
-            by_key = bool(self.encrypt_key) and crypto.secure_equals(
-                crypto.event_signature(ts, nonce, self.encrypt_key or "", body), sig
-            )
-            if not (by_token or by_key):
-                raise SignatureError("X-Lark-Signature does not match the legacy card body")
-            return True
-        if not self.encrypt_key:
-            return False  # §3A: Feishu signs with the encrypt key only
-        crypto.verify_event_signature(ts, nonce, sig, self.encrypt_key, env.raw_bytes())
-        return True
-
-    def _check_token(self, event: FeishuEvent, *, signed: bool) -> None:
-        """Compare the carried Verification Token in constant time when one is configured."""
-        expected = self.verification_token
-        if not expected or isinstance(event, LegacyCardAction):  # legacy: authenticated by signature
-            return
-        carried = event.token
-        if carried is None:
-            if signed:
-                return  # the signature already proves the sender knows the encrypt key (as the wheel does)
-            raise TokenMismatchError("payload carries no verification token")
-        if not crypto.secure_equals(carried, expected):
-            raise TokenMismatchError("verification token does not match")
+        event = verified.event
+        logger.debug(
+            "request %s: %s verified (signature checked: %s)",
+            env.request_id or "-",
+            event.event_type,
+            verified.signature_checked,
+        )
+        return FeishuRequest(
+            event,
+            dict(env.headers),
+            encrypted=verified.encrypted,
+            signature_checked=verified.signature_checked,
+        )
 
     # -- dispatch ------------------------------------------------------------------------------------
 
@@ -415,10 +349,12 @@ class Bot(BotAPIMixin):
         )
         return True
 
-    def _flow(self, message: Any) -> Generator[Step, Any, DispatchResult]:
-        """The one dispatch algorithm: parse, answer a challenge, skip stale and duplicate events, take the
-        event's ordering lock, call the handlers (yielded steps), release the lock."""
-        request = self.parse(message)
+    def _flow(self, message: Any, request: FeishuRequest | None) -> Generator[Step, Any, DispatchResult]:
+        """The one dispatch algorithm: parse (unless ``request`` is ``message`` already verified), answer a
+        challenge, skip stale and duplicate events, take the event's ordering lock, call the handlers
+        (yielded steps), release the lock."""
+        if request is None:
+            request = self.parse(message)
         event = request.event
         rid = request.request_id or "-"
         if isinstance(event, UrlVerification):
@@ -479,15 +415,26 @@ class Bot(BotAPIMixin):
             return None, True
         return ({} if response is None else response), False
 
-    def dispatch(self, message: Mapping[str, Any] | Envelope | str | bytes) -> DispatchResult:
-        """:meth:`process_message` with the verified request and the handler outcome (for adapters)."""
-        return drive_sync(self._flow(message), self._sync_locks)
+    def dispatch(
+        self, message: Mapping[str, Any] | Envelope | str | bytes, *, request: FeishuRequest | None = None
+    ) -> DispatchResult:
+        """:meth:`process_message` with the verified request and the handler outcome (for adapters).
+
+        Args:
+            request: what :meth:`parse` returned for ``message``, if the caller verified it already (the
+                client does: one signature check and one decryption per envelope).
+        """
+        return drive_sync(self._flow(message, request), self._sync_locks)
 
     async def adispatch(
-        self, message: Mapping[str, Any] | Envelope | str | bytes, *, executor: Executor | None = None
+        self,
+        message: Mapping[str, Any] | Envelope | str | bytes,
+        *,
+        executor: Executor | None = None,
+        request: FeishuRequest | None = None,
     ) -> DispatchResult:
         """Async :meth:`dispatch`: the same flow; ``async def`` handlers awaited, ``def`` in ``executor``."""
-        return await drive_async(self._flow(message), executor, self._async_locks)
+        return await drive_async(self._flow(message, request), executor, self._async_locks)
 
     def process_message(self, message: Mapping[str, Any] | Envelope | str | bytes) -> dict[str, Any] | None:
         """Verify, decrypt, dispatch one relay envelope; return what goes back to Feishu.

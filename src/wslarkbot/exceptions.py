@@ -31,6 +31,7 @@ __all__ = [
     "SignatureError",
     "TokenMismatchError",
     "WslarkbotError",
+    "rejection_hint",
 ]
 
 
@@ -39,23 +40,42 @@ class WslarkbotError(Exception):
 
 
 class RequestRejected(WslarkbotError):
-    """A webhook request failed verification; no handler was called."""
+    """A webhook request failed verification; no handler was called.
+
+    ``hint`` says what an operator should check; :func:`rejection_hint` puts it in a log line.
+    """
+
+    hint = "the request failed verification"
 
 
 class SignatureError(RequestRejected):
     """The request's signature is missing or does not match (protocol.md §3)."""
 
+    hint = "the X-Lark-Signature does not match: check the Encrypt Key (encrypt_key)"
+
 
 class DecryptError(RequestRejected):
     """The ``encrypt`` field could not be decrypted with the configured Encrypt Key (protocol.md §2)."""
+
+    hint = "the body does not decrypt: check the Encrypt Key (encrypt_key)"
 
 
 class TokenMismatchError(RequestRejected):
     """The Verification Token carried by the payload is not the configured one."""
 
+    hint = "the token does not match: check the Verification Token (verification_token)"
+
 
 class MalformedRequestError(RequestRejected):
     """The request is not a Feishu event, callback or challenge."""
+
+    hint = "not a Feishu request (no event, callback or challenge)"
+
+
+def rejection_hint(exc: RequestRejected) -> str:
+    """``<the check that failed>: <what to look at>``, for the log of whoever holds the keys (never the
+    payload or a secret)."""
+    return f"{type(exc).__name__}: {exc.hint}"
 
 
 class FeishuAPIError(WslarkbotError):

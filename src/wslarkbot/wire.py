@@ -48,6 +48,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REQUEST_ID_RE",
     "Ack",
+    "Nack",
     "Envelope",
     "Hello",
     "MessageRef",
@@ -276,6 +277,22 @@ class Ack:
 
 
 @dataclass(frozen=True)
+class Nack:
+    """A bot says it did not handle a request: its handler failed, or the request failed verification.
+
+    The relay answers the waiting webhook at once with a non-2xx, so Feishu delivers it again (for an
+    event) or shows an error at once (challenge, callback). It carries no reason: the poster learns
+    nothing about why (the bot's log says), whatever the cause.
+    """
+
+    request_id: str
+    ref: MessageRef | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _with_ref({"type": "nack", "request_id": self.request_id}, self.ref)
+
+
+@dataclass(frozen=True)
 class ServerError:
     """The relay refused a reply or ack."""
 
@@ -289,7 +306,7 @@ class ServerError:
         return out
 
 
-def encode_message(msg: Hello | Reply | Ack | ServerError | Envelope) -> str:
+def encode_message(msg: Hello | Reply | Ack | Nack | ServerError | Envelope) -> str:
     """One WebSocket text frame for ``msg``."""
     return _dumps(msg.to_dict())
 
@@ -311,11 +328,11 @@ def _request_id(data: Mapping[str, Any]) -> str:
     return rid
 
 
-def parse_client_message(text: str | bytes) -> Reply | Ack | str:
+def parse_client_message(text: str | bytes) -> Reply | Ack | Nack | str:
     """Parse a frame a client sent to the relay.
 
     Returns:
-        :class:`Reply`, :class:`Ack`, or the string ``PING``/``PONG``.
+        :class:`Reply`, :class:`Ack`, :class:`Nack`, or the string ``PING``/``PONG``.
 
     Raises:
         ProtocolError: anything else.
@@ -330,6 +347,8 @@ def parse_client_message(text: str | bytes) -> Reply | Ack | str:
         return Reply(_request_id(data), data["body"], _ref(data))
     if kind == "ack":
         return Ack(_request_id(data), _ref(data))
+    if kind == "nack":
+        return Nack(_request_id(data), _ref(data))
     raise ProtocolError(f"unknown message type {kind!r}")
 
 

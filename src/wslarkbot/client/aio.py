@@ -73,6 +73,9 @@ class AsyncClient(ConnectionLoop):
         max_workers: threads for ``def`` handlers (ignored when ``executor`` is given).
         max_in_flight: envelopes handled at once; beyond it the client stops reading (backpressure).
         ack_after: seconds after receipt at which a still-running event is acked (protocol 2).
+        ack_failures: ack an event whose handler raised (before ``ack_after``) as if it succeeded: Feishu
+            is answered 200 and does not deliver it again. Default False: the client sends a ``nack``,
+            the relay answers Feishu 500 at once, and Feishu delivers it again (docs/delivery.md).
         shutdown_grace: seconds ``stop()`` lets in-flight handlers finish and answer.
         reply_wait: seconds an answer waits for a reconnection before being dropped.
         max_size: largest frame accepted from the relay, in bytes.
@@ -105,6 +108,7 @@ class AsyncClient(ConnectionLoop):
         max_workers: int = 16,
         max_in_flight: int = 64,
         ack_after: float = 2.5,
+        ack_failures: bool = False,
         shutdown_grace: float = 10.0,
         reply_wait: float = 5.0,
         max_size: int = 4 * 1024 * 1024,
@@ -137,6 +141,7 @@ class AsyncClient(ConnectionLoop):
         self._max_workers = max_workers
         self._max_in_flight = max_in_flight
         self._ack_after = ack_after
+        self._ack_failures = ack_failures
         self._shutdown_grace = shutdown_grace
         self._reply_wait = reply_wait
         self._user_executor = executor
@@ -279,6 +284,7 @@ class AsyncClient(ConnectionLoop):
             max_in_flight=self._max_in_flight,
             ack_after=self._ack_after,
             status=self.status,
+            ack_failures=self._ack_failures,
         )
         http = httpx.AsyncClient()
         ws_sink = WebSocketReplySink(self._current_ws, self.status, self.cursor.ref)

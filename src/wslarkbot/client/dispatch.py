@@ -5,19 +5,23 @@ The receive loop calls :meth:`Dispatcher.submit` for each envelope. ``submit`` w
 fills up, the relay sheds load), then starts one task per envelope and returns. Each task:
 
 1. ``bot.parse(envelope)`` -- verification only, on the loop (cheap). A ``RequestRejected`` is logged at
-   warning level with the request id and answered with nothing: the relay answers Feishu 504 and Feishu
-   retries, while the operator fixes the configuration.
+   warning level with the request id, the check that failed and the setting to look at
+   (:func:`~wslarkbot.exceptions.rejection_hint`), and answered with a ``nack``: the relay answers Feishu
+   at once, the same non-2xx whatever failed (no oracle), and Feishu retries while the operator fixes the
+   configuration.
 2. runs the bot (``bot.adispatch`` / ``bot.aprocess_message``): ``async def`` handlers on the loop,
    ``def`` handlers in the bounded executor, so a slow handler never blocks heartbeats or other bots.
 3. answers through a :class:`ReplySink`:
 
    * a challenge or callback (``FeishuRequest.expects_reply``): ``Reply`` with the response when the bot
      is done; nothing early, however long it takes (only the response is useful to Feishu). A callback
-     whose handler raised gets nothing (the relay answers 504 at its deadline, as a webhook would 500).
+     whose handler raised gets a ``Nack`` (the relay answers 500 at once, Feishu shows its error).
    * an event: ``Ack`` when the handler finishes, or ``ack_after`` seconds after receipt if it is still
      running (so Feishu, which wants a 200 within 3 s, does not retry while an LLM thinks), whichever
-     comes first; exactly one ack. Events are acked even when their handler raised (logged by the bot):
-     at-most-once handling, as Feishu's retry would run the failed handler again with its side effects.
+     comes first; exactly one answer. An event whose handler raised before that is answered with a
+     ``Nack``: the relay answers Feishu 500 and Feishu delivers it again (the bot's dedup forgot it, so it
+     runs again). ``ack_failures=True`` acks it instead (at most once). A handler that fails after the
+     early ack is logged as such: Feishu was answered and will not retry.
    * the original protocol: only non-None results are sent (HTTP POST ``/sub/<request_id>``); there are
      no acks, except for unsigned envelopes (no ``X-Lark-Signature``: an app without an Encrypt Key),
      which are acked on receipt (``ack_after=0``) by POSTing ``{}``: an original relay answers a signed
@@ -35,7 +39,7 @@ from concurrent.futures import Executor
 from typing import Any, Protocol, runtime_checkable
 
 from ..events import FeishuRequest
-from ..exceptions import ConfigurationError, RequestRejected
+from ..exceptions import ConfigurationError, RequestRejected, rejection_hint
 from .status import ClientStatus
 
 __all__ = ["BotLike", "Dispatcher", "ReplySink"]
@@ -64,13 +68,18 @@ class ReplySink(Protocol):
 
     async def ack(self, request_id: str) -> None: ...
 
+    async def nack(self, request_id: str) -> None: ...
 
-async def _run_bot(bot: BotLike, message: Mapping[str, Any], executor: Executor) -> tuple[Any, bool, bool]:
+
+async def _run_bot(
+    bot: BotLike, message: Mapping[str, Any], executor: Executor, request: FeishuRequest
+) -> tuple[Any, bool, bool]:
     """(response, handler_failed, no_answer). Uses ``adispatch`` when the bot has it, to know about
-    failures and about ``DispatchResult.no_answer`` (dedup: the event is still running elsewhere)."""
+    failures and about ``DispatchResult.no_answer`` (dedup: the event is still running elsewhere), and
+    hands it the request ``parse`` verified, so the envelope is not verified and decrypted again."""
     adispatch = getattr(bot, "adispatch", None)
     if adispatch is not None:
-        result = await adispatch(message, executor=executor)
+        result = await adispatch(message, executor=executor, request=request)
         return result.response, bool(result.handler_failed), bool(getattr(result, "no_answer", False))
     return await bot.aprocess_message(message, executor=executor), False, False
 
@@ -84,6 +93,8 @@ class Dispatcher:
         ack_after: seconds after receipt at which a still-running event is acked.
         status: counters to update.
         clock: monotonic seconds (``loop.time`` by default); ``received_at`` values use it.
+        ack_failures: ack an event whose handler raised, as if it succeeded (at most once: Feishu does not
+            deliver it again); default False: nack it, so the relay answers non-2xx and Feishu retries.
     """
 
     def __init__(
@@ -94,6 +105,7 @@ class Dispatcher:
         ack_after: float = 2.5,
         status: ClientStatus | None = None,
         clock: Callable[[], float] | None = None,
+        ack_failures: bool = False,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -104,6 +116,7 @@ class Dispatcher:
         self._ack_after = ack_after
         self._status = status or ClientStatus()
         self._clock = clock
+        self._ack_failures = ack_failures
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -182,10 +195,10 @@ class Dispatcher:
         try:
             request = bot.parse(message)
         except RequestRejected as exc:
-            self._rejected(bot, rid, exc)
+            await self._rejected(bot, rid, exc, sink)
             return
         early_ack = sink.acks and not request.expects_reply
-        work = asyncio.ensure_future(_run_bot(bot, message, self._executor))
+        work = asyncio.ensure_future(_run_bot(bot, message, self._executor, request))
         acked = False
         try:
             if early_ack:
@@ -197,32 +210,47 @@ class Dispatcher:
                     acked = True
             response, failed, no_answer = await work
         except RequestRejected as exc:
-            self._rejected(bot, rid, exc)
+            await self._rejected(bot, rid, exc, sink)
             return
         except asyncio.CancelledError:
             work.cancel()
             raise
         except Exception:
             logger.exception("request %s for %s: bot failed", rid, bot.app_id)
-            return
+            failed, response, no_answer = True, None, False
         if no_answer:  # still running elsewhere (dedup): no ack, no reply; the relay answers 504/hands over
             logger.info("request %s: in progress elsewhere; not answered, to be delivered again", rid)
             return
         if acked:
-            if response is not None:
+            if failed:
+                logger.error(
+                    "request %s for %s: handler failed after the event was acked at ack_after (%g s): "
+                    "Feishu was answered 200 and will not deliver it again",
+                    rid,
+                    bot.app_id,
+                    ack_after,
+                )
+            elif response is not None:
                 logger.warning("request %s: late response dropped (event already acked)", rid)
             return
         if response is not None:
             await sink.reply(rid, response)
-        elif request.expects_reply and failed:
-            logger.warning("request %s: callback handler failed; no response sent", rid)
+        elif failed and (request.expects_reply or not self._ack_failures):
+            # The relay answers Feishu non-2xx at once: an event is delivered again (the bot's dedup
+            # forgot it), a callback shows its error now instead of at its deadline.
+            logger.warning("request %s: handler failed; answered with a nack", rid)
+            await sink.nack(rid)
         elif sink.acks:
             await sink.ack(rid)
 
-    def _rejected(self, bot: BotLike, rid: str, exc: RequestRejected) -> None:
+    async def _rejected(self, bot: BotLike, rid: str, exc: RequestRejected, sink: ReplySink) -> None:
         self._status.incr("rejected")
-        # The exception's class says why (signature, token, decrypt, body); its text holds no secrets,
-        # but payload details stay out of the log anyway.
+        # The exception's class says which check failed and what to look at; its text holds no secrets,
+        # and payload details stay out of the log anyway. The relay is told only "not handled".
         logger.warning(
-            "request %s for %s rejected (%s); not acknowledged", rid, bot.app_id, type(exc).__name__
+            "request %s for %s rejected: %s; answered with a nack",
+            rid,
+            bot.app_id,
+            rejection_hint(exc),
         )
+        await sink.nack(rid)

@@ -1,4 +1,4 @@
-"""Where replies and acks go: the WebSocket (protocol 2) or ``POST /sub/<request_id>`` (original).
+"""Where replies, acks and nacks go: the WebSocket (protocol 2) or ``POST /sub/<request_id>`` (original).
 
 Both are :class:`~wslarkbot.client.dispatch.ReplySink` implementations; delivery failures are logged at
 warning level with the request id and counted in ``status.dropped``, never raised into the dispatcher.
@@ -47,7 +47,7 @@ class WebSocketReplySink:
         self._status = status
         self._ref = ref or (lambda _rid: None)
 
-    async def _send(self, msg: wire.Reply | wire.Ack, counter: str) -> None:
+    async def _send(self, msg: wire.Reply | wire.Ack | wire.Nack, counter: str) -> None:
         try:
             frame = wire.encode_message(msg)
         except (TypeError, ValueError):
@@ -72,6 +72,9 @@ class WebSocketReplySink:
 
     async def ack(self, request_id: str) -> None:
         await self._send(wire.Ack(request_id, self._ref(request_id)), "acks")
+
+    async def nack(self, request_id: str) -> None:
+        await self._send(wire.Nack(request_id, self._ref(request_id)), "nacks")
 
 
 class HttpReplySink:
@@ -126,3 +129,6 @@ class HttpReplySink:
         """POST ``{}`` when ``acks`` is true (the relay answers Feishu 200 with it); else nothing."""
         if self.acks:
             await self._post(request_id, {}, "acks")
+
+    async def nack(self, request_id: str) -> None:
+        """Nothing: the original protocol has no negative answer (the relay times out, Feishu retries)."""

@@ -22,6 +22,7 @@ _COUNTERS = (
     "received",  # envelopes received (any app)
     "replies",  # replies sent (WebSocket or HTTP POST)
     "acks",  # acks sent
+    "nacks",  # nacks sent (a failed handler or a rejected request, protocol 2)
     "rejected",  # envelopes refused by the bot (bad signature, token, body)
     "unknown_app",  # envelopes for an app id no bot here serves
     "server_errors",  # relay ``error`` frames (refused reply/ack)
@@ -36,7 +37,7 @@ class ClientStatus:
         connected: a WebSocket to the relay is open.
         protocol: 2 after a ``hello``, 1 after an envelope arrived first (original relay), else ``None``.
         last_error: a one-line description of the last connection failure (no secrets).
-        connections, hellos, failures, auth_failures, received, replies, acks, rejected, unknown_app,
+        connections, hellos, failures, auth_failures, received, replies, acks, nacks, rejected, unknown_app,
         server_errors, dropped: monotonically increasing counters.
     """
 
@@ -52,6 +53,7 @@ class ClientStatus:
         self.received = 0
         self.replies = 0
         self.acks = 0
+        self.nacks = 0
         self.rejected = 0
         self.unknown_app = 0
         self.server_errors = 0

@@ -93,7 +93,7 @@ class MetricsObserver(RelayObserver):
         self.latency_sum: dict[str, float] = dict.fromkeys(_KINDS, 0.0)
         self.connects = 0
         self.disconnects = 0
-        self.answers: dict[str, int] = {"ack": 0, "reply": 0}
+        self.answers: dict[str, int] = {"ack": 0, "reply": 0, "nack": 0}
         registry.register(_CountersCollector(self))
 
     def webhook_answered(

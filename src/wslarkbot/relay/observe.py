@@ -73,7 +73,7 @@ class RelayObserver:
         """A WebSocket subscription closed (``close_code`` as aiohttp reports it, None if unknown)."""
 
     def subscriber_answered(self, sub: Subscriber, request_id: str, kind: str) -> None:
-        """``sub`` answered ``request_id`` with ``kind`` (``ack`` or ``reply``); the answer was accepted."""
+        """``sub`` answered ``request_id`` with ``kind`` (``ack``, ``nack`` or ``reply``); it was accepted."""
 
 
 NULL_OBSERVER = RelayObserver()

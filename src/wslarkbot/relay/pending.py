@@ -21,7 +21,8 @@ class Outcome:
     """How a waiting request ends.
 
     ``kind`` is ``"reply"`` (``body`` is the JSON text of the HTTP response), ``"ack"`` (the bot handled
-    an event: answer ``{"msg":"success"}``) or ``"shutdown"`` (the relay is stopping: answer 503).
+    an event: answer ``{"msg":"success"}``), ``"nack"`` (the bot did not handle it: answer 500 at once, so
+    Feishu delivers it again) or ``"shutdown"`` (the relay is stopping: answer 503).
     """
 
     kind: str

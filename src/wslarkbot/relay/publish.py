@@ -41,6 +41,8 @@ __all__ = [
 
 _BUFFERED = Answer(200, b'{"msg":"buffered"}')
 _REPLY_OK = Answer(200, b'{"ok": true}')
+#: The answer to a request the bot nacked: one and the same whatever the bot's reason (no oracle).
+NACKED = error_answer(500, "the bot did not handle this request")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -238,12 +240,16 @@ async def publish_webhook(
                 return _buffered(state)
             status, outcome_name = 503, "shutdown"
             return error_answer(503, "relay is shutting down", {"Retry-After": str(state.config.retry_after)})
+        if event.buffered:  # settled: acked or replied, or (nack) Feishu delivers it again
+            await state.hub.mark_acked(channel, event.entry_id)
+        if outcome.kind == "nack":
+            state.stats.nacks += 1
+            status, outcome_name = 500, f"nack-{outcome.via}"
+            return NACKED
         if outcome.kind == "ack":
             state.stats.acks += 1
         else:
             state.stats.replies += 1
-        if event.buffered:
-            await state.hub.mark_acked(channel, event.entry_id)
         status, outcome_name = 200, f"{outcome.kind}-{outcome.via}"
         return _reply_answer(outcome)
     finally:

@@ -24,7 +24,8 @@ Messages:
   ``-``, then optionally `` g=<group> a=<attempt>`` (a hand-on to one group only, not to broadcast
   subscribers) and `` r`` (send as a replay). All nodes of a deployment must run the same version;
 * to a node, JSON: ``{"t": "delivered", "id": rid, "n": 2, "p2": true}`` (a node's local fan-out result),
-  ``{"t": "answer", "id": rid, "kind": "reply"|"ack", "body": "<json text>"|null, "via": "ws"|"http"}``.
+  ``{"t": "answer", "id": rid, "kind": "reply"|"ack"|"nack", "body": "<json text>"|null,
+  "via": "ws"|"http"}``.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def decode_node_message(data: bytes) -> DeliveryReport | tuple[str, Outcome]:
         msg = json.loads(data)
         if msg["t"] == "delivered":
             return DeliveryReport(str(msg["id"]), int(msg["n"]), bool(msg["p2"]))
-        if msg["t"] == "answer" and msg["kind"] in ("reply", "ack"):
+        if msg["t"] == "answer" and msg["kind"] in ("reply", "ack", "nack"):
             body = msg.get("body")
             return str(msg["id"]), Outcome(
                 msg["kind"], body if isinstance(body, str) else None, str(msg["via"])

@@ -21,6 +21,7 @@ class RelayStats:
         buffered: events answered 200 ``{"msg":"buffered"}``: kept in a channel buffer, not acked in time.
         replies: answers used as the HTTP response (WebSocket ``reply`` or ``POST /sub/<id>``).
         acks: protocol-2 ``ack`` messages that answered a request.
+        nacks: protocol-2 ``nack`` messages that answered a request (answered 500: the bot did not handle it).
         timeouts: waiting requests answered 504.
         rejected: requests or messages refused for bad input or a limit (4xx/503).
         subscribes, unsubscribes: WebSocket subscriptions opened and closed.
@@ -32,6 +33,7 @@ class RelayStats:
     buffered: int = 0
     replies: int = 0
     acks: int = 0
+    nacks: int = 0
     timeouts: int = 0
     rejected: int = 0
     subscribes: int = 0

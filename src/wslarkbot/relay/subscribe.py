@@ -18,7 +18,17 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import __version__, _json
 from ..exceptions import ProtocolError
-from ..wire import PING, PONG, PROTOCOL_VERSION, Ack, Hello, ServerError, encode_message, parse_client_message
+from ..wire import (
+    PING,
+    PONG,
+    PROTOCOL_VERSION,
+    Ack,
+    Hello,
+    Nack,
+    ServerError,
+    encode_message,
+    parse_client_message,
+)
 from .answer import Answer, Origin, to_response
 from .auth import REALM
 from .buffer import parse_since
@@ -291,7 +301,12 @@ async def _read_loop(state: RelayState, ws: web.WebSocketResponse, sub: Subscrib
 
 
 async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes) -> None:
-    """Handle one text/binary frame from a subscriber: ``PING``, or a protocol-2 ``reply``/``ack``."""
+    """Handle one text/binary frame from a subscriber: ``PING``, or a protocol-2 ``reply``/``ack``/``nack``.
+
+    An answer to a buffered event settles its buffer entry whatever it says (a ``nack`` too: Feishu is
+    answered non-2xx and delivers it again, so keeping it as well would deliver it twice), and even when
+    the webhook was answered long ago.
+    """
     try:
         msg = parse_client_message(data)
     except ProtocolError as exc:
@@ -306,6 +321,8 @@ async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes)
         return
     if isinstance(msg, Ack):
         outcome = Outcome("ack", via="ws")
+    elif isinstance(msg, Nack):
+        outcome = Outcome("nack", via="ws")
     else:
         body = msg.body if msg.body is not None else {}
         outcome = Outcome("reply", _json.dumps(body), via="ws")  # compact, non-ASCII as is (orjson if there)

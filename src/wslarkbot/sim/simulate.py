@@ -111,15 +111,19 @@ def explain(status: int | None, body: str = "", error: str | None = None) -> str
             "the relay has no bot connected for this channel: start the bot (`wslarkbot run` or your "
             "Client) with this app id, and check it connects to this relay"
         )
+    if status == 500 and "did not handle" in msg:
+        return (
+            "the bot did not handle the request: it rejected it (look for 'rejected' in its log, which "
+            "names the check: a wrong Encrypt Key or Verification Token) or its handler failed"
+        )
     if status == 504:
         return (
-            "the relay got no answer from the bot in time: the bot probably rejected the request "
-            "(look for 'rejected' in its log: wrong Encrypt Key or Verification Token) or its handler "
-            "is slow"
+            "the relay got no answer from the bot in time: its handler is slow, or the bot rejected the "
+            "request without telling the relay (an older client: look for 'rejected' in its log)"
         )
     if status == 401:
         return (
-            "the receiver refused the signature or the token: do --encrypt-key and "
+            "the receiver refused the request (signature, decryption or token): do --encrypt-key and "
             "--verification-token match the bot's configuration?"
         )
     if status == 400:
