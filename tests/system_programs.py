@@ -72,9 +72,9 @@ def require(name: str) -> None:
     if why is None:
         return
     if STRICT:
-        pytest.fail(f"needs {why}; CI requires every system program (WSLARKBOT_REQUIRE_SYSTEM_PROGRAMS=1)")
+        pytest.fail(f"{why}; CI requires every system program (WSLARKBOT_REQUIRE_SYSTEM_PROGRAMS=1)")
     skipped[name] += 1
-    pytest.skip(f"needs {why}; `{INSTALL_ALL}` installs every such program")
+    pytest.skip(f"{why}; `{INSTALL_ALL}` installs every such program")
 
 
 def mark(name: str) -> pytest.MarkDecorator:
