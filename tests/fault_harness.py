@@ -61,6 +61,9 @@ def _bot_main(argv: list[str]) -> int:
         default="",
         help="PREFIX: a text starting with PREFIX raises the first time it is handled",
     )
+    parser.add_argument(
+        "--drop-every", type=float, default=0.0, help="abort the relay connection (no close frame) every S s"
+    )
     parser.add_argument("--claim-ttl", type=float, default=None)
     parser.add_argument("--ack-after", type=float, default=2.5)
     parser.add_argument("--group", default=None, help="join this subscriber group (?group=)")
@@ -114,6 +117,18 @@ def _bot_main(argv: list[str]) -> int:
             **({"group": args.group} if args.group else {}),
         )
         async with client:
+            if args.drop_every:
+
+                async def drop() -> None:  # a flaky network: the TCP connection vanishes mid-stream
+                    while True:
+                        await asyncio.sleep(args.drop_every)
+                        conn = client._conn
+                        if conn is not None and conn.ws.transport is not None:
+                            log("drop", str(client.status.hellos))
+                            conn.ws.transport.abort()
+
+                dropper = asyncio.ensure_future(drop())  # runs until the process ends
+                dropper.add_done_callback(lambda t: None)
             hellos = 0
             while True:  # log every (re)connection, so the test can wait for it
                 await asyncio.to_thread(
@@ -203,6 +218,7 @@ class BotProcess:
         log: HandlerLog,
         slow: str = "",
         fail_once: str = "",
+        drop_every: float = 0.0,
         claim_ttl: float | None = None,
         group: str | None = None,
         dedup: bool = True,
@@ -223,6 +239,8 @@ class BotProcess:
             args += ["--slow", slow]
         if fail_once:
             args += ["--fail-once", fail_once]
+        if drop_every:
+            args += ["--drop-every", str(drop_every)]
         if claim_ttl is not None:
             args += ["--claim-ttl", str(claim_ttl)]
         if group:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fault_fixtures import posix_only, world_fixture  # noqa: F401  (registers `world`)
 from fault_harness import Tally, World, assert_exactly_once, burst, results_of, wait_until
 
@@ -43,3 +45,37 @@ async def test_bot_killed_mid_stream_buffered_events_are_replayed_to_the_restart
     )
     status = await world.status()
     assert status["buffered"] >= 1, status
+
+
+@pytest.mark.parametrize("dedup", [False, True], ids=["dedup-off", "dedup-sqlite"])
+async def test_a_bot_whose_connection_keeps_dropping_never_stalls_its_buffered_channel(
+    world: World, dedup: bool
+) -> None:
+    """Issue 18: the bot's TCP connection is aborted every 0.7 s (it resumes with ``since``) while 60
+    events/s arrive on a buffered channel of 100 entries. Acks that arrive after the webhook timed out, or
+    over the next connection, settle their entries: no event is refused (503), none is lost, and at the
+    end nothing the bot handled is left unacked."""
+    await world.relay("--buffer", "cli_*", "--buffer-size", "100")
+    bot = await world.bot(drop_every=0.7, dedup=dedup)
+    names = [f"ev-{i:03d}" for i in range(240)]
+    async with world.sim() as sim:
+        results = await results_of(sim, await burst(sim, world.app, names, interval=1 / 60))
+    try:
+        await wait_until(lambda: set(world.log.texts()) >= set(names), 20, "every event handled")
+    except AssertionError:
+        missing = sorted(set(names) - set(world.log.texts()))
+        raise AssertionError(
+            f"not handled: {missing}\n{await world.status()}\n"
+            + "\n".join(world.relays[0].lines[-40:])
+            + "\nBOT:\n"
+            + bot.stderr(6000)
+        ) from None
+    tally = Tally.of(names, results, world.log)
+    refused = {n: s for n, s in tally.statuses.items() if s != [200]}
+    assert not refused, f"events refused while the bot was connected: {refused}"
+    assert not tally.lost and not tally.dropped, tally.summary()
+    assert world.log.texts("drop", pid=bot.pid), "the connection was dropped during the run"
+    try:
+        await world.wait_status("every buffered event settled", lambda s: s["buffered_unacked"] == 0)
+    except AssertionError:
+        raise AssertionError(f"{await world.status()}\n" + "\n".join(world.relays[0].lines[-60:])) from None

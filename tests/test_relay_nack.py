@@ -90,3 +90,14 @@ async def test_a_nack_on_another_node_answers_the_webhook_waiting_here(tmp_path:
         assert (resp.status_code, resp.content) == (NACKED.status, NACKED.body)
     finally:
         await server.stop()
+
+
+async def test_a_resent_answer_to_a_request_answered_long_ago_is_ignored_silently(
+    relay: RunningRelay,
+) -> None:
+    async with await subscribe(relay, "cli_again") as ws:
+        await ws.send(json.dumps({"type": "ack", "request_id": "gone-1", "resend": True}))
+        await assert_nothing_more(ws)  # a copy sent again after a reconnect: no error frame
+        await ws.send(json.dumps({"type": "ack", "request_id": "gone-2"}))
+        error = await recv_json(ws)
+        assert (error["type"], error["request_id"]) == ("error", "gone-2")

@@ -271,9 +271,15 @@ class Ack:
 
     request_id: str
     ref: MessageRef | None = None
+    #: sent again over a new connection (the first copy may have died with the old one): the relay
+    #: settles the buffered event and stays silent if the request itself is long answered
+    resend: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return _with_ref({"type": "ack", "request_id": self.request_id}, self.ref)
+        out = _with_ref({"type": "ack", "request_id": self.request_id}, self.ref)
+        if self.resend:
+            out["resend"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -287,9 +293,13 @@ class Nack:
 
     request_id: str
     ref: MessageRef | None = None
+    resend: bool = False  # as Ack.resend
 
     def to_dict(self) -> dict[str, Any]:
-        return _with_ref({"type": "nack", "request_id": self.request_id}, self.ref)
+        out = _with_ref({"type": "nack", "request_id": self.request_id}, self.ref)
+        if self.resend:
+            out["resend"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -346,9 +356,9 @@ def parse_client_message(text: str | bytes) -> Reply | Ack | Nack | str:
             raise ProtocolError("reply needs a 'body'")
         return Reply(_request_id(data), data["body"], _ref(data))
     if kind == "ack":
-        return Ack(_request_id(data), _ref(data))
+        return Ack(_request_id(data), _ref(data), data.get("resend") is True)
     if kind == "nack":
-        return Nack(_request_id(data), _ref(data))
+        return Nack(_request_id(data), _ref(data), data.get("resend") is True)
     raise ProtocolError(f"unknown message type {kind!r}")
 
 

@@ -287,7 +287,14 @@ class AsyncClient(ConnectionLoop):
             ack_failures=self._ack_failures,
         )
         http = httpx.AsyncClient()
-        ws_sink = WebSocketReplySink(self._current_ws, self.status, self.cursor.ref)
+        opts = self._connect_options
+        ws_sink = WebSocketReplySink(
+            self._current_ws,
+            self.status,
+            self.cursor.ref,
+            # the longest a dead connection goes unnoticed: what may have been lost with it
+            resend_window=(opts.ping_interval or 10.0) + (opts.ping_timeout or 10.0),
+        )
         http_sinks = (
             HttpReplySink(http, self.endpoint, self.status),
             HttpReplySink(http, self.endpoint, self.status, acks=True),

@@ -239,6 +239,9 @@ class ConnectionLoop:
                     self.status.update(protocol=2)
                     self.status.incr("hellos")
                     logger.info("relay speaks protocol %s; channels %s", msg.protocol, ",".join(msg.channels))
+                    resend = getattr(ws_sink, "resend_unconfirmed", None)
+                    if resend is not None:
+                        await resend(conn.ws)
             elif isinstance(msg, wire.ServerError):
                 self.status.incr("server_errors")
                 rid = msg.request_id or "-"

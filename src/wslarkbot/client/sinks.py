@@ -6,7 +6,9 @@ warning level with the request id and counted in ``status.dropped``, never raise
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +35,14 @@ class WebSocketReplySink:
         status: counters to update.
         ref: the message (channel, id) of a request id, copied into the answer so the relay can mark a
             buffered event acked even on a later connection.
+        resend_window: seconds. An ack or nack written to a connection that then dies may never have
+            left this machine, and a buffered event whose ack was lost stays unacked (the client resumes
+            after it, so it is not replayed): it would fill the channel's buffer. So the acks and nacks
+            sent on a connection in its last ``resend_window`` seconds are sent again, marked
+            ``resend``, on the next one (:meth:`resend_unconfirmed`); the relay settles the buffered
+            event and ignores a copy of an answer it already has. Default: the longest a dead
+            connection goes unnoticed (ping interval + ping timeout).
+        max_resend: most answers remembered for that (bounded memory).
     """
 
     acks = True
@@ -42,10 +52,20 @@ class WebSocketReplySink:
         current: Callable[[], Awaitable[ClientConnection | None]],
         status: ClientStatus,
         ref: Callable[[str], wire.MessageRef | None] | None = None,
+        *,
+        resend_window: float = 20.0,
+        max_resend: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._current = current
         self._status = status
         self._ref = ref or (lambda _rid: None)
+        self._resend_window = resend_window
+        self._clock = clock
+        #: (sent at, connection, answer) of recent acks/nacks that carry a message ref
+        self._recent: collections.deque[tuple[float, ClientConnection, wire.Ack | wire.Nack]] = (
+            collections.deque(maxlen=max_resend)
+        )
 
     async def _send(self, msg: wire.Reply | wire.Ack | wire.Nack, counter: str) -> None:
         try:
@@ -59,6 +79,8 @@ class WebSocketReplySink:
             logger.warning("request %s: not connected to the relay; %s dropped", msg.request_id, counter[:-1])
             self._status.incr("dropped")
             return
+        if isinstance(msg, (wire.Ack, wire.Nack)) and msg.ref is not None and not msg.resend:
+            self._recent.append((self._clock(), ws, msg))  # before sending: the send may be what fails
         try:
             await ws.send(frame)
         except ConnectionClosed:
@@ -66,6 +88,28 @@ class WebSocketReplySink:
             self._status.incr("dropped")
             return
         self._status.incr(counter)
+
+    async def resend_unconfirmed(self, ws: ClientConnection) -> int:
+        """Send again, on the new connection ``ws``, the acks and nacks sent on earlier connections in the
+        last ``resend_window`` seconds; returns how many. They stay remembered (now as sent on ``ws``)
+        until they leave the window, in case ``ws`` dies soon too."""
+        horizon = self._clock() - self._resend_window
+        recent = [item for item in self._recent if item[0] >= horizon]
+        again = [item for item in recent if item[1] is not ws]
+        mine = [item for item in recent if item[1] is ws]
+        sent = 0
+        try:
+            for sent_at, _old, msg in again:
+                await ws.send(wire.encode_message(type(msg)(msg.request_id, msg.ref, resend=True)))
+                mine.append((sent_at, ws, msg))
+                sent += 1
+        except ConnectionClosed:
+            mine.extend(again[sent:])  # not sent: the next connection tries again
+        mine.sort(key=lambda item: item[0])
+        self._recent = collections.deque(mine, maxlen=self._recent.maxlen)
+        if sent:
+            logger.debug("sent %d acks/nacks of an earlier connection again", sent)
+        return sent
 
     async def reply(self, request_id: str, body: Any) -> None:
         await self._send(wire.Reply(request_id, body, self._ref(request_id)), "replies")
