@@ -118,3 +118,23 @@ async def test_browser_with_wrong_credentials_never_sees_the_page(relay: Running
             assert await page.locator("#subscribers").count() == 0
         finally:
             await browser.close()
+
+
+async def test_browser_opening_the_dashboard_with_credentials_in_the_url_goes_live(
+    relay: RunningRelay,
+) -> None:
+    """``http://user:password@host/dashboard`` (issue 18): the page's own fetches must not carry the URL's
+    credentials (fetch refuses them), and it still shows live data."""
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await (await browser.new_context()).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            host = relay.url.removeprefix("http://")
+            response = await page.goto(f"http://{ADMIN['username']}:{ADMIN['password']}@{host}/dashboard/")
+            assert response is not None and response.status == 200 and response.url.endswith("/dashboard")
+            await page.wait_for_selector('#live[data-state="live"]', timeout=WAIT_MS)
+            assert errors == []
+        finally:
+            await browser.close()

@@ -406,3 +406,30 @@ async def test_hub_fans_out_to_the_groups_of_the_event_channel_only_while_they_h
     await hub.unsubscribe(workers_b)
     assert hub.groups_of("cli_a") == [] and hub.groups_of("cli_b") == ["workers"]
     assert await hub.publish(Event("cli_a", "r2", "1-1", '{"headers":{},"body":{}}')) == [broadcast]
+
+
+async def test_an_encrypted_request_the_bot_replies_to_is_counted_as_a_callback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The relay cannot read an encrypted body; a reply (not an ack) tells it the request was a callback,
+    so the log line, metrics and dashboard show ``kind=callback`` (issue 18)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="wslarkbot.relay")
+    async with (
+        run_relay(test_config(admin_user="admin", admin_password="pw")) as relay,
+        connect(relay.ws_url("cli_enc")) as ws,
+        httpx.AsyncClient(timeout=5) as http,
+    ):
+        assert (await recv_json(ws))["type"] == "hello"
+        call = asyncio.ensure_future(
+            http.post(f"{relay.url}/hook/cli_enc", json={"encrypt": "opaque"}, headers=SIGNED)
+        )
+        env = await recv_json(ws)
+        reply = {"type": "reply", "request_id": env["headers"]["x-request-id"], "body": {"toast": {}}}
+        await ws.send(json.dumps(reply))
+        assert (await call).json() == {"toast": {}}
+        metrics = (await http.get(f"{relay.url}/metrics")).text
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("webhook ")]
+    assert len(lines) == 1 and "kind=callback" in lines[0] and "outcome=reply-ws" in lines[0]
+    assert 'wslarkbot_webhooks_received_total{channel_kind="hook",kind="callback"} 1.0' in metrics

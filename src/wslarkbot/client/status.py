@@ -9,6 +9,7 @@ block on :meth:`ClientStatus.wait_for` (a ``threading.Condition``), e.g.::
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,8 @@ class ClientStatus:
         self.unknown_app = 0
         self.server_errors = 0
         self.dropped = 0
+        #: ``time.monotonic()`` of each counter's last increment (when it happened, not when a waiter woke)
+        self.changed_at: dict[str, float] = {}
 
     def update(self, **changes: Any) -> None:
         """Set attributes and wake the waiters (client side only)."""
@@ -68,9 +71,11 @@ class ClientStatus:
 
     def incr(self, *names: str) -> None:
         """Add one to each counter in ``names`` and wake the waiters (client side only)."""
+        now = time.monotonic()
         with self._cond:
             for name in names:
                 setattr(self, name, getattr(self, name) + 1)
+                self.changed_at[name] = now
             self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[ClientStatus], bool], timeout: float | None = None) -> bool:

@@ -182,6 +182,11 @@ async def _page(request: web.Request) -> web.StreamResponse:
     return web.Response(text=_static_text("dashboard.html"), content_type="text/html", headers=_PAGE_HEADERS)
 
 
+async def _to_dashboard(request: web.Request) -> web.StreamResponse:
+    """``GET /dashboard/``: a permanent redirect to ``/dashboard`` (where the page's relative links work)."""
+    raise web.HTTPPermanentRedirect("/dashboard")
+
+
 async def _asset(request: web.Request) -> web.StreamResponse:
     """``GET /dashboard/static/<name>``: the page's script and style sheet."""
     name = request.match_info["name"]
@@ -231,6 +236,7 @@ def install(app: web.Application) -> Admin:
     app.on_startup.append(_observe_gateway)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/dashboard", _admin_only(_page))
+    app.router.add_get("/dashboard/", _to_dashboard)  # the page's relative links need /dashboard
     app.router.add_get("/dashboard/api", _admin_only(_api))
     app.router.add_get("/dashboard/static/{name}", _admin_only(_asset))
     return admin

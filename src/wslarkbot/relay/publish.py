@@ -250,6 +250,10 @@ async def publish_webhook(
             state.stats.acks += 1
         else:
             state.stats.replies += 1
+            if kind is WaitKind.EVENT:
+                # An encrypted body looked like an event; a bot that replies with a body says it was a
+                # callback (an event is acked): shown as one in the log, metrics and dashboard.
+                kind = WaitKind.CALLBACK
         status, outcome_name = 200, f"{outcome.kind}-{outcome.via}"
         return _reply_answer(outcome)
     finally:

@@ -18,6 +18,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO, TypeVar
@@ -54,13 +55,15 @@ class HopFailed(WslarkbotError):
 
 @dataclass
 class Hop:
-    """One hop to watch: ``watch()`` returns the detail to print, or raises :class:`HopFailed`.
+    """One hop to watch: ``watch()`` returns the detail to print (or ``(detail, when)``, ``when`` the
+    ``time.monotonic()`` at which it happened, if its watcher learns of it later), or raises
+    :class:`HopFailed`.
 
     ``final`` marks Feishu's answer: when it fails, the hops still awaited will not come.
     """
 
     label: str
-    watch: Callable[[], Awaitable[str]]
+    watch: Callable[[], Awaitable[str | tuple[str, float]]]
     final: bool = False
 
 
@@ -101,35 +104,59 @@ class _Printer:
 
 
 async def _step(printer: _Printer, title: str, first: str, hops: list[Hop], timeout: float) -> bool:
-    """Start every watcher, print each hop when it completes; False when one failed or did not come."""
-    loop = asyncio.get_running_loop()
+    """Start every watcher; print the hops in causal order (the order of ``hops``), each with the time it
+    happened; False when one failed or did not come."""
     printer.line()
     printer.line(title)
-    start = loop.time()
+    start = time.monotonic()
     printer.hop(0.0, "Feishu -> relay", first)
-    tasks = {asyncio.ensure_future(hop.watch()): hop for hop in hops}
-    order = {task: n for n, task in enumerate(tasks)}  # hops are listed in causal order
-    pending, ok, aborted = set(tasks), True, False
+    tasks = [asyncio.ensure_future(hop.watch()) for hop in hops]
+    seen: dict[int, float] = {}  # hop index -> monotonic time its watcher finished
+    printed, ok, aborted = 0, True, False
+
+    def flush() -> None:  # print every finished hop whose predecessors are printed
+        nonlocal printed, ok, aborted
+        while printed < len(tasks) and tasks[printed].done():
+            task, hop = tasks[printed], hops[printed]
+            exc = task.exception()
+            if exc is None:
+                result = task.result()
+                detail, when = result if isinstance(result, tuple) else (result, seen[printed])
+                printer.hop((when - start) * 1000, hop.label, detail)
+            else:
+                ok = False
+                detail = str(exc) if isinstance(exc, HopFailed) else repr(exc)
+                printer.hop((seen[printed] - start) * 1000, hop.label, detail, ok=False)
+                aborted = aborted or hop.final
+            printed += 1
+
+    pending = set(tasks)
     while pending and not aborted:
         done, pending = await asyncio.wait(
-            pending, timeout=max(0.0, start + timeout - loop.time()), return_when=asyncio.FIRST_COMPLETED
+            pending, timeout=max(0.0, start + timeout - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
         )
         if not done:
             break
-        for task in sorted(done, key=order.__getitem__):
-            hop, ms = tasks[task], (loop.time() - start) * 1000
-            exc = task.exception()
-            if exc is None:
-                printer.hop(ms, hop.label, task.result())
-                continue
+        for task in done:
+            seen[tasks.index(task)] = time.monotonic()
+        flush()
+    for n in range(printed, len(tasks)):  # what is left, still in causal order
+        task, hop = tasks[n], hops[n]
+        if not task.done():
+            task.cancel()
             ok = False
-            printer.hop(ms, hop.label, str(exc) if isinstance(exc, HopFailed) else repr(exc), ok=False)
-            aborted = aborted or hop.final
-    for task in pending:
-        task.cancel()
-        ok = False
-        why = "not seen: Feishu's answer already failed" if aborted else f"not seen within {timeout:g} s"
-        printer.hop((loop.time() - start) * 1000, tasks[task].label, why, ok=False)
+            why = "not seen: Feishu's answer already failed" if aborted else f"not seen within {timeout:g} s"
+            printer.hop((time.monotonic() - start) * 1000, hop.label, why, ok=False)
+            continue
+        exc = task.exception()
+        if exc is None:
+            result = task.result()
+            detail, when = result if isinstance(result, tuple) else (result, seen[n])
+            printer.hop((when - start) * 1000, hop.label, detail)
+        else:
+            ok = False
+            detail = str(exc) if isinstance(exc, HopFailed) else repr(exc)
+            printer.hop((seen[n] - start) * 1000, hop.label, detail, ok=False)
     return ok
 
 
@@ -237,14 +264,14 @@ class _Demo:
     def _counter(self, name: str, what: str) -> Hop:
         status, before = self.client.status, getattr(self.client.status, name)
 
-        async def watch() -> str:
+        async def watch() -> tuple[str, float]:
             def wait() -> bool:
                 return status.wait_for(lambda s: getattr(s, name) > before, self.timeout)
 
             seen = await _in_thread(wait)
             if not seen:
                 raise HopFailed(f"not seen within {self.timeout:g} s")
-            return what
+            return what, status.changed_at.get(name, time.monotonic())
 
         label = "relay -> bot" if name == "received" else "bot -> relay"
         return Hop(label, watch)
@@ -300,15 +327,15 @@ class _Demo:
                 raise HopFailed(f"{got}: not delivered (Feishu would retry in 15 s)")
             return f"HTTP 200 in {(attempt.elapsed or 0) * 1000:.1f} ms: delivered, Feishu will not retry"
 
-        hops = [
-            self._counter("received", "delivered over the WebSocket"),
-            self._handler(),
-            self._counter("acks", "acked on the WebSocket (event handled)"),
-            Hop("relay -> Feishu", answer, final=True),
-            self._openapi(f"/im/v1/messages/{message_id}/reply", " (the card reply)"),
-        ]
+        # In causal order: the handler fetches a token (once), replies, returns; then the client acks.
+        hops = [self._counter("received", "delivered over the WebSocket"), self._handler()]
         if not self.openapi.calls_to("tenant_access_token"):
             hops.append(self._openapi("/auth/v3/tenant_access_token/internal", " (token, cached 2 h)"))
+        hops += [
+            self._openapi(f"/im/v1/messages/{message_id}/reply", " (the card reply)"),
+            self._counter("acks", "acked on the WebSocket (event handled)"),
+            Hop("relay -> Feishu", answer, final=True),
+        ]
         return await _step(
             self.printer,
             f"2/3  text message {TEXT!r}: the bot replies with a card",

@@ -3,7 +3,9 @@
 // come from the network.
 "use strict";
 
-const API = "dashboard/api";
+// Built from location.origin, which never holds credentials: a page opened as http://user:pw@host/dashboard
+// has them in its own URL, and fetch() refuses a URL with credentials (a relative one would inherit them).
+const API = new URL("/dashboard/api", location.origin).href;
 const INTERVAL_MS = 1000;
 const seenRequests = new Set();
 
