@@ -221,3 +221,10 @@ def test_readme_asyncio_program_runs_until_the_client_is_stopped(monkeypatch, si
         finally:
             bot.close()
     assert seen == {"ready": True, "stopped": True}
+
+
+def test_readme_offline_testing_example_runs_as_written() -> None:
+    """The "Testing bots offline with the simulator" example, unchanged: simulated Feishu, real relay,
+    the bot behind a real client, the fake OpenAPI; its own asserts are the test."""
+    code = _first_python_block(_section("Testing bots offline with the simulator"), "Testing bots offline")
+    exec(compile(code, "README.md", "exec"), {})
