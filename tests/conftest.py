@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -9,6 +10,10 @@ import pytest
 import system_programs
 
 pytest_plugins = ["wslarkbot.sim.pytest_plugin"]
+
+# No test reaches the real Feishu: a Bot given no host of its own (and every bot process a test starts)
+# calls this closed loopback port, e.g. for the client's credential check at start.
+os.environ.setdefault("WSLARKBOT_FEISHU_HOST", "http://127.0.0.1:9")
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "feishu"
 SAMPLES = pathlib.Path(__file__).resolve().parent / "samples"

@@ -82,7 +82,7 @@ async def close_bots_fixture() -> AsyncIterator[None]:
 
 
 def make_bot(app: SimApp, openapi: FakeOpenAPI | None = None) -> Bot:
-    host = openapi.url if openapi is not None else "https://open.feishu.cn"
+    host = openapi.url if openapi is not None else None  # None: $WSLARKBOT_FEISHU_HOST (conftest.py)
     if openapi is not None:
         openapi.add_app(app.app_id, app.app_secret)
     bot = Bot(app.app_id, app.app_secret, app.verification_token, app.encrypt_key, host=host)

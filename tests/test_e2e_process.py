@@ -146,6 +146,9 @@ async def test_wslarkbot_run_echoes_and_stops_cleanly_on_sigterm(procs: list[Pro
             rf"request URL for {app.app_id}: http://127\.0\.0\.1:{relay.port}/hook/{app.app_id}"
         )
         await bot_proc.wait_line("relay speaks protocol 2")
+        url_at = next(i for i, line in enumerate(bot_proc.lines) if "request URL for" in line)
+        connected_at = next(i for i, line in enumerate(bot_proc.lines) if "connected to relay" in line)
+        assert connected_at < url_at, "the request URL is printed once the relay connection is up"
         async with FeishuSimulator(app, event_url=f"{relay.url}/hook/{app.app_id}") as sim:
             assert (await sim.url_verification()).ok
             assert (await sim.send_text_message("ping", message_id="om_cli1")).delivered

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl as ssl_module
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -37,10 +39,11 @@ from types import TracebackType
 import httpx
 
 from .. import wire
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, FeishuAPIError
+from ..openapi import AsyncOpenAPIClient
 from .backoff import ReconnectPolicy, backoff
 from .config import Endpoint, resolve_endpoint
-from .connection import Connection, ConnectOptions, ReconnectGaveUp, RelayAuthError
+from .connection import Connection, ConnectOptions, ReconnectGaveUp, RelayAuthError, ssl_context
 from .dispatch import BotLike, Dispatcher
 from .loop import ConnectionLoop
 from .resume import ResumeCursor
@@ -82,6 +85,12 @@ class AsyncClient(ConnectionLoop):
         executor: run ``def`` handlers here instead of a private ThreadPoolExecutor (not shut down).
         group: join this subscriber group (``?group=``): each event goes to one connection of the group
             (docs/delivery.md); None: every event comes to this client.
+        ssl: for ``https`` (wss): an :class:`ssl.SSLContext`, or the path of a CA bundle (PEM) to trust
+            (a private CA); None: the system's store (``$SSL_CERT_FILE`` works too).
+        check_credentials: at start, fetch each bot's tenant_access_token once, so a wrong App Secret
+            is logged (error) before any event arrives, not at the first reply after Feishu got its 200;
+            a bot without ``app_secret`` gets a warning (it can receive, not reply). Never stops the
+            client.
 
     The client remembers the last message id it received per channel and reconnects with ``?since=``, so
     a relay that buffers the channel replays exactly what was missed (docs/delivery.md).
@@ -114,6 +123,8 @@ class AsyncClient(ConnectionLoop):
         max_size: int = 4 * 1024 * 1024,
         executor: Executor | None = None,
         group: str | None = None,
+        ssl: ssl_module.SSLContext | str | os.PathLike[str] | None = None,
+        check_credentials: bool = True,
     ) -> None:
         self.endpoint: Endpoint = resolve_endpoint(server, protocol, org_name=org_name, org_passwd=org_passwd)
         if group is not None and not wire.CHANNEL_RE.match(group):
@@ -137,6 +148,7 @@ class AsyncClient(ConnectionLoop):
             ping_timeout=ping_timeout,
             max_size=max_size,
             close_timeout=close_timeout,
+            ssl=ssl_context(ssl),
         )
         self._max_workers = max_workers
         self._max_in_flight = max_in_flight
@@ -145,6 +157,7 @@ class AsyncClient(ConnectionLoop):
         self._shutdown_grace = shutdown_grace
         self._reply_wait = reply_wait
         self._user_executor = executor
+        self._check_credentials = check_credentials
         self.status = ClientStatus()
         # Cross-thread stop requests (sync Client.stop) before or while run() sets up its loop.
         self._lock = threading.Lock()
@@ -251,6 +264,30 @@ class AsyncClient(ConnectionLoop):
             finally:
                 self._runner = None
 
+    def _start_credential_checks(self) -> list[asyncio.Task[None]]:
+        """Warn about bots without an App Secret; check the others' credentials in the background."""
+        tasks = []
+        for bot in self._bots.values():
+            if not getattr(bot, "app_secret", None):
+                logger.warning(
+                    "bot %s has no app_secret: it receives events, but replying or any other OpenAPI call "
+                    "will fail (Bot(app_id, app_secret=...))",
+                    bot.app_id,
+                )
+                continue
+            host = getattr(bot, "host", None)
+            if isinstance(host, str):
+                # A client of its own, closed after the check: the bot's async_api would be bound to this
+                # loop, which a sync Client ends when it stops.
+                api = AsyncOpenAPIClient(
+                    bot.app_id,
+                    str(bot.app_secret),  # type: ignore[attr-defined]
+                    host,
+                    transport=getattr(bot, "_async_http_transport", None),
+                )
+                tasks.append(asyncio.ensure_future(_check_credentials(bot.app_id, api, host)))
+        return tasks
+
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until a connection is open and its protocol known (hello, or a first envelope)."""
         return await asyncio.to_thread(
@@ -286,6 +323,7 @@ class AsyncClient(ConnectionLoop):
             status=self.status,
             ack_failures=self._ack_failures,
         )
+        checks = self._start_credential_checks() if self._check_credentials else []
         http = httpx.AsyncClient()
         opts = self._connect_options
         ws_sink = WebSocketReplySink(
@@ -306,6 +344,9 @@ class AsyncClient(ConnectionLoop):
                 await self._dispatcher.drain(self._grace())
                 await self._dispatcher.cancel_all()
             finally:
+                for check in checks:
+                    check.cancel()
+                await asyncio.gather(*checks, return_exceptions=True)
                 if executor is not self._user_executor:
                     executor.shutdown(wait=False, cancel_futures=True)
                 await http.aclose()
@@ -317,3 +358,29 @@ class AsyncClient(ConnectionLoop):
                 self.status.update(connected=False, protocol=None)
                 finished.set()
                 logger.info("client stopped")
+
+
+async def _check_credentials(app_id: str, api: AsyncOpenAPIClient, host: str) -> None:
+    """Fetch one tenant_access_token with ``api`` (closed after); log what went wrong, if anything."""
+    try:
+        async with api:
+            await asyncio.wait_for(api.tenant_access_token(), 15.0)
+    except FeishuAPIError as exc:
+        logger.error(
+            "Feishu refused the credentials of %s (code %s: %s): check its app_secret (and the OpenAPI "
+            "host, %s); replies will fail until then",
+            app_id,
+            exc.code,
+            exc.msg,
+            host,
+        )
+    except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+        logger.warning(
+            "could not check the credentials of %s (%s: %s): is the OpenAPI host %s reachable?",
+            app_id,
+            type(exc).__name__,
+            str(exc)[:200],
+            host,
+        )
+    else:
+        logger.debug("credentials of %s checked: a tenant_access_token was issued", app_id)

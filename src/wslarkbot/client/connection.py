@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl as ssl_module
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidMessage
 
 from ..exceptions import ConfigurationError, WslarkbotError
 
@@ -21,7 +25,9 @@ __all__ = [
     "ReconnectGaveUp",
     "RelayAuthError",
     "close_reason",
+    "describe_failure",
     "open_connection",
+    "ssl_context",
 ]
 
 USER_AGENT = "wslarkbot-client"
@@ -48,6 +54,8 @@ class ConnectOptions:
     ping_timeout: float | None = 10.0
     max_size: int = 4 * 1024 * 1024
     close_timeout: float | None = 10.0
+    #: TLS for ``wss://``: None (the system's CA store, or ``$SSL_CERT_FILE``) or a context
+    ssl: ssl_module.SSLContext | None = None
 
 
 @dataclass
@@ -70,6 +78,10 @@ async def open_connection(
         ``TimeoutError``, ``InvalidHandshake``, ``InvalidURI``.
     """
 
+    extra: dict[str, Any] = {}
+    if options.ssl is not None and url.startswith("wss:"):
+        extra["ssl"] = options.ssl
+
     async def handshake() -> ClientConnection:
         return await connect(
             url,
@@ -80,6 +92,7 @@ async def open_connection(
             max_size=options.max_size,
             close_timeout=options.close_timeout,
             user_agent_header=USER_AGENT,
+            **extra,
         )
 
     opening = asyncio.ensure_future(handshake())
@@ -99,6 +112,36 @@ async def open_connection(
         await ws.close(1001, "client stopping")
         return None
     return ws
+
+
+def ssl_context(value: ssl_module.SSLContext | str | os.PathLike[str] | None) -> ssl_module.SSLContext | None:
+    """``Client(ssl=...)``: a context as given, or a CA bundle file (PEM) to trust, for a private CA.
+
+    Raises:
+        ConfigurationError: the file cannot be read as a CA bundle.
+    """
+    if value is None or isinstance(value, ssl_module.SSLContext):
+        return value
+    try:
+        return ssl_module.create_default_context(cafile=os.fspath(value))
+    except (OSError, ssl_module.SSLError) as exc:
+        raise ConfigurationError(f"ssl={os.fspath(value)!r}: not a readable CA bundle ({exc})") from None
+
+
+def describe_failure(exc: BaseException, *, tls: bool) -> str:
+    """A one-line description of a failed connection attempt that says what to fix, for logs and
+    ``status.last_error``. ``tls``: the client used ``wss://``."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        return (
+            f"{text}; the relay's TLS certificate was not accepted: for a private CA pass "
+            "Client(ssl='<CA file>') (or an SSLContext), or set SSL_CERT_FILE"
+        )
+    if isinstance(exc, ssl_module.SSLError) and tls:
+        return f"{text}; the relay does not speak TLS on this port: use protocol='http' (ws://)"
+    if isinstance(exc, InvalidMessage) and not tls:
+        return f"{text}; the relay did not answer in HTTP: if it speaks TLS, use protocol='https' (wss://)"
+    return text
 
 
 def close_reason(ws: ClientConnection) -> str:

@@ -30,6 +30,7 @@ from .connection import (
     ReconnectGaveUp,
     RelayAuthError,
     close_reason,
+    describe_failure,
     open_connection,
 )
 from .dispatch import BotLike, Dispatcher, ReplySink
@@ -103,7 +104,7 @@ class ConnectionLoop:
                 raise ConfigurationError(f"invalid relay URL: {exc}") from exc
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed, asyncio.TimeoutError) as exc:
                 error = exc
-                self._failed(f"{type(exc).__name__}: {exc}")
+                self._failed(describe_failure(exc, tls=self.endpoint.ws_scheme == "wss"))
             except Exception as exc:  # a bug: log it loudly, but keep the bots connected
                 error = exc
                 logger.exception("unexpected error on the relay connection; reconnecting")

@@ -105,7 +105,8 @@ class Client:
         return self.status.wait_for(lambda s: s.connected and s.protocol is not None, timeout)
 
     def start(self, debug: bool = False) -> None:
-        """Print the hook URLs to stderr, then connect and serve until stopped (blocks).
+        """Connect and serve until stopped (blocks); once the relay connection is up, print the request URLs
+        to paste into the Feishu console (to stderr).
 
         Args:
             debug: log ``wslarkbot`` at DEBUG level (adds a stderr handler if logging is unconfigured).
@@ -115,8 +116,6 @@ class Client:
         """
         if debug:
             _enable_debug_logging()
-        for app_id, url in self.hook_urls().items():
-            print(f"wslarkbot: Feishu request URL for {app_id}: {url}", file=sys.stderr, flush=True)
         self._done.clear()
         try:
             asyncio.run(self._main())
@@ -147,11 +146,32 @@ class Client:
                 except (NotImplementedError, RuntimeError):  # Windows, or a non-main interpreter
                     continue
                 installed.append(signum)
+        announced = asyncio.Event()
+        announcer = loop.create_task(self._announce(announced))
         try:
             await self._core.run()
         finally:
+            announcer.cancel()
+            if not announced.is_set() and self.status.connections:  # connected, stopped before it printed
+                self._print_urls()
             for signum in installed:
                 loop.remove_signal_handler(signum)
+
+    async def _announce(self, done: asyncio.Event) -> None:
+        """Print the request URLs once the first connection is up: a URL printed before would be pasted
+        into the console while the relay cannot reach the bot yet, and the console's challenge would fail."""
+        while not await asyncio.to_thread(self.status.wait_for, lambda s: s.connected, 0.5):
+            pass
+        self._print_urls()
+        done.set()
+
+    def _print_urls(self) -> None:
+        for app_id, url in self.hook_urls().items():
+            print(
+                f"wslarkbot: connected to the relay; Feishu request URL for {app_id}: {url}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the client to stop, from any thread; wait up to ``timeout`` s (None: no limit) for

@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
         metavar="F",
         help="multiply Feishu's retry intervals (15 s, 5 min, 1 h, 6 h) by F, e.g. 0.001",
     )
+    sim.add_argument(
+        "--cacert",
+        default=None,
+        metavar="FILE",
+        help="trust this CA bundle (PEM) for an https:// URL, e.g. a relay with a private CA's certificate",
+    )
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
     sim.set_defaults(func=_simulate)
 
@@ -153,6 +159,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 value=value,
                 retries=args.retries,
                 time_scale=args.time_scale,
+                cacert=args.cacert,
             )
         )
     except ValueError as exc:

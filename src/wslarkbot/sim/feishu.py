@@ -57,8 +57,9 @@ class CardTokenIssuer(Protocol):
     def issue_card_token(self, app_id: str | None = None, message_id: str | None = None) -> str: ...
 
 
-def _new_client() -> httpx.AsyncClient:
-    client = httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False)
+def new_http_client(*, verify: Any = True) -> httpx.AsyncClient:
+    """The HTTP client Feishu's requests go out with (``verify``: as httpx takes it, e.g. an SSLContext)."""
+    client = httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False, verify=verify)
     # Go's net/http sends neither of these; keep the request's headers to Feishu's.
     for name in ("Accept", "Connection"):
         client.headers.pop(name, None)
@@ -116,7 +117,7 @@ class FeishuSimulator:
         self.challenge_timeout = challenge_timeout
         self.event_timeout = event_timeout
         self.callback_timeout = callback_timeout
-        self._client = http_client or _new_client()
+        self._client = http_client or new_http_client()
         self._owns_client = http_client is None
         self._clock = clock
         self.openapi = openapi

@@ -16,12 +16,13 @@ need a valid JSON answer within 3 s), why it failed, what to check, and which re
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .app import SimApp
-from .feishu import FEISHU_RETRY_INTERVALS, FeishuSimulator
+from .feishu import FEISHU_RETRY_INTERVALS, FeishuSimulator, new_http_client
 from .protocol import SentRequest
 
 __all__ = ["KINDS", "SimulationReport", "describe_intervals", "explain", "format_report", "simulate"]
@@ -103,6 +104,13 @@ def explain(status: int | None, body: str = "", error: str | None = None) -> str
     if status is None:
         if error == "timeout":
             return "nothing answered in time: is the bot busy, or is the URL a black hole (firewall)?"
+        if error and "CERTIFICATE_VERIFY_FAILED" in error:
+            return (
+                f"the server's TLS certificate is not trusted ({error}): for a private CA pass "
+                "--cacert <CA file>; Feishu itself needs a certificate from a public CA"
+            )
+        if error and ("WRONG_VERSION_NUMBER" in error or "record layer" in error):
+            return f"TLS failed ({error}): the URL is https:// but the server speaks plain HTTP"
         return f"could not connect ({error}): is the relay or webhook server running at this URL?"
     if status == 200:
         return None
@@ -175,6 +183,7 @@ async def simulate(
     value: Mapping[str, Any] | None = None,
     retries: int = 0,
     time_scale: float = 1.0,
+    cacert: str | None = None,
 ) -> SimulationReport:
     """Send one ``kind`` request to ``url`` for ``app`` and judge the answer.
 
@@ -184,6 +193,7 @@ async def simulate(
         value: the button's ``value`` for ``card`` and ``legacy-card``.
         retries: for ``text``, how many of Feishu's retries to actually perform (at its intervals times
             ``time_scale``) when the first attempt fails; the rest are reported as ``retries_left``.
+        cacert: a CA bundle (PEM) to trust for an ``https`` URL (a relay with a private CA's certificate).
 
     Raises:
         ValueError: an unknown ``kind`` or a negative ``retries``.
@@ -193,9 +203,17 @@ async def simulate(
     if not 0 <= retries <= len(FEISHU_RETRY_INTERVALS):
         raise ValueError(f"retries must be 0..{len(FEISHU_RETRY_INTERVALS)}")
     value = dict(value) if value is not None else {"action": "wslarkbot-simulate"}
-    async with FeishuSimulator(
-        app, event_url=url, retry_intervals=FEISHU_RETRY_INTERVALS[:retries], time_scale=time_scale
-    ) as sim:
+    http = new_http_client(verify=ssl.create_default_context(cafile=cacert) if cacert else True)
+    async with (
+        http,
+        FeishuSimulator(
+            app,
+            event_url=url,
+            retry_intervals=FEISHU_RETRY_INTERVALS[:retries],
+            time_scale=time_scale,
+            http_client=http,
+        ) as sim,
+    ):
         if kind == "challenge":
             challenge = await sim.url_verification()
             report = _report(kind, url, app, sim, challenge.ok)

@@ -72,6 +72,10 @@ _SUBSCRIBE = 3
 
 #: Buffered request bytes beyond which reading pauses while a request is being answered (pipelining).
 _READ_HIGH_WATER = 256 * 1024
+#: The first two bytes of a TLS record carrying a handshake (a ClientHello): content type 22, version 3.x.
+_TLS_HANDSHAKE = b"\x16\x03"
+#: when the last "TLS on the plain port" warning was logged (monotonic s), one per process
+_tls_logged = [-1e9]
 #: Client frames queued for handling beyond which reading pauses.
 _FRAMES_HIGH_WATER = 64
 #: Seconds to wait for the peer's close frame after ours before dropping the connection.
@@ -251,6 +255,9 @@ class FastConnection(asyncio.Protocol):
                 self.transport.pause_reading()
             return False
         if self._head is None:
+            if buf[:2] == _TLS_HANDSHAKE:  # no HTTP method starts so
+                self._tls_on_plain_port()
+                return False
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEAD_BYTES:
@@ -326,6 +333,22 @@ class FastConnection(asyncio.Protocol):
         if "upgrade" not in (t.strip() for t in connection.split(",")) or not valid_key(key):
             return None
         return key
+
+    def _tls_on_plain_port(self) -> None:
+        """A TLS ClientHello on this plain-HTTP port: say so in the log (rate-limited) and close at once, so
+        the client fails now with a TLS error instead of waiting for a handshake that never comes."""
+        state = self.front.state
+        state.stats.rejected += 1
+        now = time.monotonic()
+        if now - _tls_logged[0] >= 60.0:
+            _tls_logged[0] = now
+            log.warning(
+                "TLS handshake from %s on the relay's plain HTTP port: the client uses https/wss; connect "
+                "with http/ws (protocol='http'), or terminate TLS in a proxy in front (README). Logged at "
+                "most once a minute",
+                self.peer,
+            )
+        self._respond(error_answer(400, "plain HTTP port: TLS is not spoken here"), close=True)
 
     def _handoff(self) -> None:
         """Give the connection, and what it sent so far, to aiohttp's request handler."""
