@@ -246,6 +246,14 @@ def _with_ref(out: dict[str, Any], ref: MessageRef | None) -> dict[str, Any]:
     return out
 
 
+def _settle_dict(kind: str, request_id: str, ref: MessageRef | None, resend: bool) -> dict[str, Any]:
+    """The frame of an ``ack`` or ``nack``."""
+    out = _with_ref({"type": kind, "request_id": request_id}, ref)
+    if resend:
+        out["resend"] = True
+    return out
+
+
 def _ref(data: Mapping[str, Any]) -> MessageRef | None:
     channel, mid = data.get("channel"), data.get("id")
     if isinstance(channel, str) and isinstance(mid, str) and CHANNEL_RE.match(channel) and len(mid) <= 64:
@@ -276,10 +284,7 @@ class Ack:
     resend: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        out = _with_ref({"type": "ack", "request_id": self.request_id}, self.ref)
-        if self.resend:
-            out["resend"] = True
-        return out
+        return _settle_dict("ack", self.request_id, self.ref, self.resend)
 
 
 @dataclass(frozen=True)
@@ -296,10 +301,7 @@ class Nack:
     resend: bool = False  # as Ack.resend
 
     def to_dict(self) -> dict[str, Any]:
-        out = _with_ref({"type": "nack", "request_id": self.request_id}, self.ref)
-        if self.resend:
-            out["resend"] = True
-        return out
+        return _settle_dict("nack", self.request_id, self.ref, self.resend)
 
 
 @dataclass(frozen=True)

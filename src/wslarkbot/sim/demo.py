@@ -114,21 +114,19 @@ async def _step(printer: _Printer, title: str, first: str, hops: list[Hop], time
     seen: dict[int, float] = {}  # hop index -> monotonic time its watcher finished
     printed, ok, aborted = 0, True, False
 
-    def flush() -> None:  # print every finished hop whose predecessors are printed
-        nonlocal printed, ok, aborted
-        while printed < len(tasks) and tasks[printed].done():
-            task, hop = tasks[printed], hops[printed]
-            exc = task.exception()
-            if exc is None:
-                result = task.result()
-                detail, when = result if isinstance(result, tuple) else (result, seen[printed])
-                printer.hop((when - start) * 1000, hop.label, detail)
-            else:
-                ok = False
-                detail = str(exc) if isinstance(exc, HopFailed) else repr(exc)
-                printer.hop((seen[printed] - start) * 1000, hop.label, detail, ok=False)
-                aborted = aborted or hop.final
-            printed += 1
+    def show(n: int) -> None:  # print finished hop n (its result, or why it failed)
+        nonlocal ok, aborted
+        task, hop = tasks[n], hops[n]
+        exc = task.exception()
+        if exc is None:
+            result = task.result()
+            detail, when = result if isinstance(result, tuple) else (result, seen[n])
+            printer.hop((when - start) * 1000, hop.label, detail)
+            return
+        ok = False
+        detail = str(exc) if isinstance(exc, HopFailed) else repr(exc)
+        printer.hop((seen[n] - start) * 1000, hop.label, detail, ok=False)
+        aborted = aborted or hop.final
 
     pending = set(tasks)
     while pending and not aborted:
@@ -139,24 +137,17 @@ async def _step(printer: _Printer, title: str, first: str, hops: list[Hop], time
             break
         for task in done:
             seen[tasks.index(task)] = time.monotonic()
-        flush()
+        while printed < len(tasks) and tasks[printed].done():  # every finished hop whose causes are shown
+            show(printed)
+            printed += 1
     for n in range(printed, len(tasks)):  # what is left, still in causal order
-        task, hop = tasks[n], hops[n]
-        if not task.done():
-            task.cancel()
-            ok = False
-            why = "not seen: Feishu's answer already failed" if aborted else f"not seen within {timeout:g} s"
-            printer.hop((time.monotonic() - start) * 1000, hop.label, why, ok=False)
+        if tasks[n].done():
+            show(n)
             continue
-        exc = task.exception()
-        if exc is None:
-            result = task.result()
-            detail, when = result if isinstance(result, tuple) else (result, seen[n])
-            printer.hop((when - start) * 1000, hop.label, detail)
-        else:
-            ok = False
-            detail = str(exc) if isinstance(exc, HopFailed) else repr(exc)
-            printer.hop((seen[n] - start) * 1000, hop.label, detail, ok=False)
+        tasks[n].cancel()
+        ok = False
+        why = "not seen: Feishu's answer already failed" if aborted else f"not seen within {timeout:g} s"
+        printer.hop((time.monotonic() - start) * 1000, hops[n].label, why, ok=False)
     return ok
 
 
