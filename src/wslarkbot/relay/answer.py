@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["SUCCESS", "Answer", "Origin", "error_answer", "to_response"]
+__all__ = ["INTERNAL_ERROR", "SUCCESS", "Answer", "Origin", "error_answer", "to_response"]
 
 
 class Origin(NamedTuple):
@@ -42,6 +42,11 @@ SUCCESS = Answer(200, b'{"msg":"success"}')
 def error_answer(status: int, msg: str, headers: Mapping[str, str] | None = None) -> Answer:
     """``{"msg": msg}`` with ``status`` (Feishu reads JSON; people read ``msg``)."""
     return Answer(status, json.dumps({"msg": msg}, ensure_ascii=False).encode("utf-8"), headers)
+
+
+#: The answer to a request whose handling raised (a bug): the same on both servers (logged with a traceback
+#: by :func:`~.state.internal_error`).
+INTERNAL_ERROR = error_answer(500, "internal relay error")
 
 
 def to_response(answer: Answer) -> web.Response:

@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, web
 
 from ..exceptions import ConfigurationError
 from . import admin
+from .answer import INTERNAL_ERROR, to_response
 from .auth import AccessPolicy
 from .buffer import BufferPolicy
 from .config import RelayConfig
@@ -26,7 +27,7 @@ from .hub import Hub, InMemoryHub
 from .longconn.server import GATEWAY_KEY
 from .publish import handle_reply_post, handle_webhook
 from .stall import watch_stalls
-from .state import STATE_KEY, Closable, RelayState, log
+from .state import STATE_KEY, SWITCHED_KEY, Closable, RelayState, log
 from .subscribe import handle_subscribe
 
 __all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
@@ -72,6 +73,21 @@ async def _on_shutdown(app: web.Application) -> None:
     await asyncio.gather(*(close(ws) for ws in conns))
     for task in list(state.tasks):
         task.cancel()
+
+
+@web.middleware
+async def _internal_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A handler that raises (a bug) gets the fast path's answer: a JSON 500, and the same log line."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path[:100])
+        if request.get(SWITCHED_KEY):
+            raise
+        return to_response(INTERNAL_ERROR)
 
 
 def default_hub(config: RelayConfig) -> Hub:
@@ -130,7 +146,7 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
         hub = default_hub(config)
     state = RelayState(config=config, hub=hub, access=AccessPolicy(config))
     # client_max_size only guards request.read()/post(); bodies are read through publish.read_body.
-    app = web.Application(client_max_size=config.max_body_bytes)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_internal_errors])
     app[STATE_KEY] = state
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)

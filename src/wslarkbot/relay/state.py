@@ -48,6 +48,8 @@ class RelayState:
 
 
 STATE_KEY: web.AppKey[RelayState] = web.AppKey("wslarkbot_relay_state", RelayState)
+#: Set on a request once it became a WebSocket: an error after that cannot be answered with HTTP.
+SWITCHED_KEY: web.RequestKey[bool] = web.RequestKey("wslarkbot_switched", bool)
 
 
 def refusal(

@@ -36,7 +36,8 @@ from .groups import GROUP_RE
 from .hub import Subscriber
 from .limits import LimitExceeded, parse_channel_list
 from .pending import Outcome, Resolution
-from .state import STATE_KEY, Closable, RelayState, log, refusal
+from .state import STATE_KEY, SWITCHED_KEY, Closable, RelayState, log, refusal
+from .ws_policy import CLOSE_TRY_AGAIN_LATER, ws_failed
 
 __all__ = [
     "SERVER_NAME",
@@ -51,8 +52,6 @@ __all__ = [
 ]
 
 SERVER_NAME = f"wslarkbot/{__version__}"
-#: Close code for a subscriber that could not keep up (RFC 6455 registry: "Try Again Later").
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 def refuse(state: RelayState, origin: Origin, exc: LimitExceeded) -> Answer:
@@ -259,6 +258,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
     writer: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
+        request[SWITCHED_KEY] = True  # an error from here on closes the WebSocket, no HTTP answer
         set_nodelay(request.transport)
         writer = asyncio.get_running_loop().create_task(_writer(ws, sub))
         sub.on_overload = _kick_slow(state, request, ws, writer)
@@ -283,21 +283,10 @@ async def _read_loop(state: RelayState, ws: web.WebSocketResponse, sub: Subscrib
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             await on_client_frame(state, sub, msg.data)
         elif msg.type == WSMsgType.ERROR:
-            state.stats.rejected += 1
-            log.warning(
-                "websocket error from %s (%s): %s; closing %s",
-                sub.peer,
-                ",".join(sub.channels),
-                type(ws.exception()).__name__,
-                ws.close_code,
-            )
-    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
-        state.stats.rejected += 1
-        log.warning(
-            "websocket message from %s larger than max_ws_message_bytes=%d; closed 1009",
-            sub.peer,
-            state.config.max_ws_message_bytes,
-        )
+            exc = ws.exception()
+            code = getattr(exc, "code", None)  # aiohttp's WebSocketError carries the close code it sends
+            code = code if isinstance(code, int) else int(ws.close_code or WSCloseCode.PROTOCOL_ERROR)
+            ws_failed(state, sub.peer, code, str(exc) or type(exc).__name__)
 
 
 async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from multidict import CIMultiDict
 
 from ...wire import HOOK_ORG_ID
-from ..answer import Answer, Origin, error_answer
+from ..answer import INTERNAL_ERROR, Answer, Origin, error_answer
 from ..publish import check_reply_target, publish_webhook, resolve_reply, webhook_channel
 from ..state import log
 from ..subscribe import (
@@ -43,6 +43,7 @@ from ..subscribe import (
     too_slow,
 )
 from ..subscriber import Subscriber
+from ..ws_policy import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, ws_failed
 from .eager import start_eagerly
 from .http1 import MAX_HEAD_BYTES, Head, parse_head, response
 from .wsframe import (
@@ -82,9 +83,6 @@ _FRAMES_HIGH_WATER = 64
 _CLOSE_TIMEOUT = 1.0
 _ABNORMAL_CLOSURE = 1006
 _NO_STATUS = 1005
-_TOO_BIG = 1009
-_INTERNAL_ERROR = 1011
-_TRY_AGAIN_LATER = 1013
 
 # The last frame encoded and its bytes: an event fanned out to N subscribers is encoded once.
 _last_frame: tuple[str, bytes] = ("", b"")
@@ -387,11 +385,11 @@ class FastConnection(asyncio.Protocol):
                     return
                 answer = refused_sub
         except Exception:
-            log.exception("fast path: %s %s failed", head.method, head.path[:100])
+            log.exception("%s %s failed", head.method, head.path[:100])
             if self.sub is not None:  # already switched to WebSocket: no HTTP answer on that stream
-                self._fail(_INTERNAL_ERROR, "internal relay error")
+                self._fail(CLOSE_INTERNAL_ERROR, "internal relay error")
                 return
-            answer = error_answer(500, "internal relay error")
+            answer = INTERNAL_ERROR
         self._respond(answer, close=head.close)
 
     def _respond(self, answer: Answer, *, close: bool) -> None:
@@ -523,18 +521,8 @@ class FastConnection(asyncio.Protocol):
                 return
 
     def _protocol_error(self, exc: WebSocketError) -> None:
-        state = self.front.state
-        state.stats.rejected += 1
         sub = self.sub
-        peer = sub.peer if sub is not None else self.peer
-        if exc.code == _TOO_BIG:
-            log.warning(
-                "websocket message from %s larger than max_ws_message_bytes=%d; closed 1009",
-                peer,
-                state.config.max_ws_message_bytes,
-            )
-        else:
-            log.warning("websocket error from %s: %s; closing %d", peer, exc.reason, exc.code)
+        ws_failed(self.front.state, sub.peer if sub is not None else self.peer, exc.code, exc.reason)
         self._fail(exc.code, exc.reason)
 
     def _client_frame(self, data: str | bytes) -> None:
@@ -568,7 +556,7 @@ class FastConnection(asyncio.Protocol):
 
     def _overloaded(self, sub: Subscriber) -> None:
         too_slow(self.front.state, sub)
-        self._fail(_TRY_AGAIN_LATER, "subscriber too slow")
+        self._fail(CLOSE_TRY_AGAIN_LATER, "subscriber too slow")
 
     def _send_close(self, code: int, reason: str) -> None:
         if self.close_sent or self.transport is None:

@@ -1,0 +1,34 @@
+"""What the relay does about a subscriber's WebSocket going wrong, for both servers: one close code and
+one log line per case. No I/O: the servers close the connection themselves.
+
+* a message larger than ``max_ws_message_bytes``: close **1009** (RFC 6455 "message too big");
+* any other protocol violation: close with the code the parser chose (1002, 1007, ...);
+* a subscriber that cannot keep up: close **1013** ("try again later", :func:`~.subscribe.too_slow`);
+* the relay stopping: close **1001** ("going away"); an internal error after the switch: **1011**.
+
+Each counts as ``rejected`` in ``/status``.
+"""
+
+from __future__ import annotations
+
+from .state import RelayState, log
+
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_INTERNAL_ERROR", "CLOSE_TOO_BIG", "CLOSE_TRY_AGAIN_LATER", "ws_failed"]
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def ws_failed(state: RelayState, peer: str | None, code: int, reason: str) -> None:
+    """Count and log a subscriber's connection closed for a protocol error (``code``, ``reason``)."""
+    state.stats.rejected += 1
+    if code == CLOSE_TOO_BIG:
+        log.warning(
+            "websocket message from %s larger than max_ws_message_bytes=%d; closed 1009",
+            peer,
+            state.config.max_ws_message_bytes,
+        )
+    else:
+        log.warning("websocket error from %s: %s; closing %d", peer, reason, code)
