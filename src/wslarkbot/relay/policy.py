@@ -10,12 +10,10 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from ..events import CALLBACK_EVENT_TYPES  # v2 callbacks shown to the user (protocol.md §6a): one list
 from .config import RelayConfig
 
 __all__ = ["CALLBACK_EVENT_TYPES", "WaitKind", "classify", "timeout_for"]
-
-#: v2 callbacks whose HTTP response is shown to the user (protocol.md §6a).
-CALLBACK_EVENT_TYPES = frozenset({"card.action.trigger", "url.preview.get"})
 
 
 class WaitKind(enum.Enum):

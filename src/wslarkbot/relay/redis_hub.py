@@ -43,10 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +68,7 @@ from .redis_protocol import (
     encode_delivered,
     encode_fanout,
     fanout_channel,
+    new_node_id,
     node_channel,
     pending_value,
     replay_claim_key,
@@ -83,12 +81,6 @@ from .redis_protocol import (
 __all__ = ["RedisHub", "new_node_id"]
 
 log = logging.getLogger("wslarkbot.relay.redis")
-
-
-def new_node_id() -> str:
-    """``<hostname>-<pid>-<random>``: unique per process, readable in Redis and in logs."""
-    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())[:40] or "node"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class RedisHub(Hub):

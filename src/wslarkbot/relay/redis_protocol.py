@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -57,6 +60,7 @@ __all__ = [
     "encode_delivered",
     "encode_fanout",
     "fanout_channel",
+    "new_node_id",
     "node_channel",
     "pending_value",
     "request_key",
@@ -65,6 +69,15 @@ __all__ = [
 ]
 
 KEY_PREFIX = "wslarkbot:"
+
+
+def new_node_id() -> str:
+    """``<hostname>-<pid>-<random>``: unique per process, readable in Redis and in logs (the relay hub's
+    and the gateway's nodes alike)."""
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())[:40] or "node"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 _FANOUT_PREFIX = KEY_PREFIX + "ch:"
 
 

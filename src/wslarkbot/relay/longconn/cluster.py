@@ -25,15 +25,13 @@ import contextlib
 import functools
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..limits import BackendUnavailable
 from ..redis_link import RedisLink
+from ..redis_protocol import new_node_id
 from .redis_replay import RedisReplay
 from .tickets import Ticket
 
@@ -51,12 +49,6 @@ redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
-
-
-def new_node_id() -> str:
-    """``<hostname>-<pid>-<random>``: unique per process, readable in Redis and logs."""
-    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())[:40] or "node"
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def node_channel(node_id: str) -> str:

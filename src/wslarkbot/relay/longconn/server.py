@@ -311,10 +311,6 @@ class Gateway:
 
     # --- webhook ----------------------------------------------------------------------------------
 
-    async def handle_webhook(self, request: web.Request, app_id: str) -> web.Response:
-        """Answer Feishu's POST for a gateway app (reads the body with the app's ``client_max_size``)."""
-        return await self.webhook_response(app_id, request.headers, await request.read())
-
     async def webhook_response(self, app_id: str, headers: Mapping[str, str], body: bytes) -> web.Response:
         """Answer Feishu's POST whose body the relay has already read (and size-limited).
 

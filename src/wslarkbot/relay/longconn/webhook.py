@@ -33,7 +33,6 @@ from .hub import DeliveryTimeout, NoClientConnected
 from .replayer import Replayer, ReplayFull
 
 __all__ = [
-    "CALLBACK_TYPES",
     "Deliverer",
     "HttpAnswer",
     "OpenedWebhook",
@@ -44,9 +43,6 @@ __all__ = [
 
 log = logging.getLogger("wslarkbot.relay.longconn")
 
-# New-style callbacks travel as `type=event` frames and answer with `data`
-# (long-connection.md §1 "Card callbacks").
-CALLBACK_TYPES = frozenset({"card.action.trigger", "url.preview.get"})
 
 #: The answer to every webhook that fails verification, whatever failed (no oracle: a poster must not
 #: tell bad padding from bad JSON from a wrong token); the cause goes to this relay's log, which holds
@@ -119,7 +115,8 @@ def open_webhook(app: GatewayApp, headers: Mapping[str, str], body: bytes) -> Op
     if isinstance(event, LegacyCardAction):
         raise MalformedRequestError("legacy card callbacks cannot use the long connection")
     event_id = event.event_id if isinstance(event, EventV2) else event.dedup_key
-    kind = "callback" if event.event_type in CALLBACK_TYPES else "event"
+    # New-style callbacks travel as `type=event` frames and answer with `data` (long-connection.md §1).
+    kind = "callback" if event.is_callback else "event"
     return OpenedWebhook(kind, verified.plaintext, event_type=event.event_type, event_id=str(event_id))
 
 
