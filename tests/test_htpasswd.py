@@ -70,3 +70,26 @@ def test_missing_file_at_start_raises() -> None:
 )
 def test_parse_basic_auth(header: str | None, expected: tuple[str, str] | None) -> None:
     assert parse_basic_auth(header) == expected
+
+
+def test_an_unknown_user_costs_a_bcrypt_check_like_a_known_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: equal work for known and unknown users, so timing does not tell which org names exist."""
+    import bcrypt
+
+    path = tmp_path / "htpasswd"
+    path.write_text("org_acme:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(5)).decode() + "\n")
+    table = Htpasswd(path)
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counting(pw: bytes, hashed: bytes) -> bool:
+        checked.append(hashed[:7])
+        return real(pw, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    assert not table.verify("org_nobody", "pw")
+    assert not table.verify("org_acme", "wrong")
+    assert table.verify("org_acme", "pw")
+    assert checked == [b"$2b$05$"] * 3  # the unknown user too, at the file's cost

@@ -154,3 +154,20 @@ async def test_slow_subscriber_is_disconnected_instead_of_growing_memory(http: h
         await assert_still_serves(relay, http)
         print(f"slow subscriber dropped after {len(statuses) - 1} frames of 200 KB")
     assert ws.close_code in (1013, 1006, None)
+
+
+def test_a_huge_channel_list_is_refused_before_any_per_name_work() -> None:
+    """16,000 names from an unauthenticated client (issue 19): refused by the cap, counted in one pass."""
+    from wslarkbot.relay.limits import LimitExceeded, parse_channel_list
+
+    with pytest.raises(LimitExceeded) as refused:
+        parse_channel_list(",".join(f"cli_{i}" for i in range(16_000)), max_channels=64)
+    assert refused.value.status == 400 and "16000" in refused.value.reason
+    assert parse_channel_list("cli_a,cli_b,cli_a", max_channels=2) == ("cli_a", "cli_b")
+
+
+def test_names_with_a_trailing_newline_are_not_channels_or_request_ids() -> None:
+    from wslarkbot.wire import CHANNEL_RE, REQUEST_ID_RE
+
+    assert CHANNEL_RE.match("cli_a") and not CHANNEL_RE.match("cli_a\n")
+    assert REQUEST_ID_RE.match("r1") and not REQUEST_ID_RE.match("r1\n")

@@ -63,3 +63,21 @@ async def test_log_json_never_contains_the_admin_password(node: ServeProcess) ->
     assert json.loads(line.string)["level"] == "WARNING"
     await node.stop()
     assert all(PASSWORD not in line for line in node.lines)
+
+
+async def test_a_percent_encoded_newline_in_a_path_cannot_forge_a_log_line() -> None:
+    """Issue 19: what a peer sends is logged with its control characters escaped (text logs)."""
+    import httpx
+
+    from wslarkbot.relay.testing import ServeProcess
+
+    node = await ServeProcess.start("--port", "0")
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            resp = await http.post(f"{node.url}/sub/abc%0A2026-01-01 00:00:00,000 INFO forged", json={})
+        assert resp.status_code == 400
+        line = (await node.wait_line(r"rejected POST /sub/abc")).string
+    finally:
+        await node.stop()
+    assert "abc\\n2026-01-01" in line
+    assert not any(other.startswith("2026-01-01 00:00:00,000 INFO forged") for other in node.lines)

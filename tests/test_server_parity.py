@@ -220,6 +220,7 @@ CASES: dict[str, Callable[[Ctx], Awaitable[Any]]] = {
     "webhook body not JSON": post("/hook/cli_a", content=b"not json", headers=SIGNED),
     "webhook body not UTF-8": post("/hook/cli_a", content=b'{"a":"\xff"}', headers=SIGNED),
     "webhook body over max_body_bytes": post("/hook/cli_a", content=b"x" * 5000, headers=SIGNED),
+    "webhook body nested too deeply": post("/hook/cli_a", content=b"[" * 2000 + b"]" * 2000, headers=SIGNED),
     "webhook body declared over max_body_bytes": lambda ctx: _raw(
         ctx, b"POST /hook/cli_a HTTP/1.1\r\nHost: relay\r\nContent-Length: 99999\r\n\r\n{}"
     ),
@@ -268,11 +269,13 @@ CASES: dict[str, Callable[[Ctx], Awaitable[Any]]] = {
     # original clients' replies over HTTP
     "reply for an unknown request": post("/sub/" + "f" * 32, json={"challenge": "x"}),
     "reply with a bad request id": post("/sub/bad*id", json={}),
+    "reply with a newline in the request id": post("/sub/abc%0A", json={}),
     "reply that is not JSON": post("/sub/" + "f" * 32, content=b"{nope"),
     "reply by HTTP, then again": _reply_by_http,
     # subscriptions
     "subscription without upgrade": get("/sub/cli_a"),
     "subscription to a bad channel name": upgrade("/sub/bad*name"),
+    "subscription to a channel name ending in a newline": upgrade("/sub/cli_a%0A?proto=2"),
     "subscription to too many channels": upgrade("/sub/cli_1,cli_2,cli_3,cli_4,cli_5"),
     "subscription with a bad group": upgrade("/sub/cli_a?proto=2&group=bad*g"),
     "subscription with a bad since": upgrade("/sub/cli_a?proto=2&since=cli_a:nope"),
@@ -297,6 +300,7 @@ CASES: dict[str, Callable[[Ctx], Awaitable[Any]]] = {
     ),
     "an ack with a bad request id": ws_frames(json.dumps({"type": "ack", "request_id": "bad id"})),
     "a message over max_ws_message_bytes": ws_frames("x" * 3000),
+    "a frame nested too deeply": ws_frames("[" * 1500),
     "a binary frame that is JSON": ws_frames(json.dumps({"type": "ack", "request_id": "r1"}).encode()),
     # other routes, served by aiohttp behind both
     "healthz": get("/healthz"),

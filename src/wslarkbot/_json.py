@@ -49,6 +49,15 @@ def _std_dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def _std_loads(data: str | bytes | bytearray) -> Any:
+    """``json.loads``; a document nested deeper than the interpreter can recurse is a ``ValueError`` like
+    any other bad document (a 400 for a webhook, an error frame for a subscriber), not a RecursionError."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON document nested too deeply") from None
+
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - the relay extra installs orjson
@@ -89,8 +98,8 @@ if orjson is not None:
         try:
             result = _orjson_loads(data)
         except _OrjsonDecodeError:
-            return json.loads(data)
-        return json.loads(data) if _has_float(result) else result
+            return _std_loads(data)
+        return _std_loads(data) if _has_float(result) else result
 
 else:  # pragma: no cover - exercised only without orjson
 
@@ -103,5 +112,5 @@ else:  # pragma: no cover - exercised only without orjson
         return _std_dumps(obj)
 
     def loads(data: str | bytes | bytearray) -> Any:
-        """``json.loads``."""
-        return json.loads(data)
+        """``json.loads``, with a too deeply nested document refused like any other bad one."""
+        return _std_loads(data)

@@ -67,9 +67,10 @@ PONG = "PONG"
 HOOK_ORG_ID = "hook"
 
 #: A channel is an app id (``cli_...``) or an organisation (``org_<name>``). Case-sensitive.
-CHANNEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "cli_a\n" through (and into logs).
+CHANNEL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 #: Request ids are matched exactly (the original cut them at the first unexpected character).
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 
 #: Headers never forwarded to subscribers: credentials and hop-by-hop headers.
 _DROPPED_HEADERS = frozenset(

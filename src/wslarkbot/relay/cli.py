@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -78,6 +79,16 @@ def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None
     return RelayConfig.from_env(env, **overrides)
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (CR, LF, ESC, ...) written as ``\\r``, ``\\n``, ``\\x1b``."""
+    if not _CONTROLS.search(text):
+        return text
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 #: Structured fields a log call may pass with ``extra=`` (publish.py's per-webhook line does).
 LOG_FIELDS = ("request_id", "channel", "status", "latency_ms")
 
@@ -113,6 +124,13 @@ class _TextFormatter(logging.Formatter):
         if datefmt:  # pragma: no cover - not used by the relay
             return super().formatTime(record, datefmt)
         return f"{self._second(record.created)},{int(record.msecs):03d}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message may hold what a peer sent (a path, an id, a channel name): its control characters
+        # are shown escaped, so a percent-encoded CR/LF cannot start a forged line. A traceback (added
+        # after this by format()) keeps its own lines.
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class _JsonFormatter(logging.Formatter):

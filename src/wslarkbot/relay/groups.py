@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 __all__ = ["GROUP_RE", "GroupRing", "InFlight", "InFlightTable", "Member"]
 
 #: Group names: the channel-name alphabet.
-GROUP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+GROUP_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 
 
 class Member(Protocol):

@@ -122,6 +122,7 @@ class Htpasswd:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._entries: dict[str, str] = {}
+        self._decoys: dict[int, str] = {}
         self._mtime: float | None = None
         self.reload_if_changed()
 
@@ -174,5 +175,22 @@ class Htpasswd:
         self.reload_if_changed()
         hashed = self._entries.get(user)
         if hashed is None:
+            # As much work as for a known user (the file's costliest entry), so the answer's timing does
+            # not tell which users (org names) exist.
+            verify_entry(self._decoy(), password)
             return False
         return verify_entry(hashed, password)
+
+    def _decoy(self) -> str:
+        """A hash like the file's slowest entry (bcrypt at its highest cost, else any), for unknown users."""
+        entries = list(self._entries.values())
+        bcrypts = [e for e in entries if entry_scheme(e) == "bcrypt"]
+        if bcrypts:
+            cost = max(int(e.split("$")[2]) if e.split("$")[2].isdigit() else 10 for e in bcrypts)
+            decoy = self._decoys.get(cost)
+            if decoy is None:
+                import bcrypt  # the relay extra
+
+                decoy = self._decoys[cost] = bcrypt.hashpw(b"decoy", bcrypt.gensalt(cost)).decode()
+            return decoy
+        return entries[0] if entries else ""

@@ -34,6 +34,14 @@ class BackendUnavailable(LimitExceeded):
         super().__init__(503, "backend", reason)
 
 
+def _too_many(count: int, max_channels: int) -> LimitExceeded:
+    return LimitExceeded(
+        400,
+        "max_channels_per_subscription",
+        f"too many channels in one subscription: {count} (limit {max_channels})",
+    )
+
+
 def parse_channel_list(spec: str, *, max_channels: int) -> tuple[str, ...]:
     """Parse ``ch1,ch2,...`` (nchan's ``nchan_channel_id_split_delimiter ","``).
 
@@ -42,9 +50,12 @@ def parse_channel_list(spec: str, *, max_channels: int) -> tuple[str, ...]:
     Raises:
         LimitExceeded: 400 for an empty or invalid name, or more than ``max_channels`` channels.
     """
-    names = spec.split(",")
-    out: list[str] = []
-    for name in names:
+    # Capped before any per-name work, and de-duplicated in linear time: a 16,000-name list from an
+    # unauthenticated client must cost nothing (the dict keeps the first occurrence's order).
+    if spec.count(",") >= max_channels * 4:
+        raise _too_many(spec.count(",") + 1, max_channels)
+    out: dict[str, None] = {}
+    for name in spec.split(","):
         if not CHANNEL_RE.match(name):
             shown = name[:70] + ("..." if len(name) > 70 else "")
             raise LimitExceeded(
@@ -52,12 +63,7 @@ def parse_channel_list(spec: str, *, max_channels: int) -> tuple[str, ...]:
                 "channel_syntax",
                 f"invalid channel name {shown!r}: use letters, digits, '_', '.', '-' (1-64 chars)",
             )
-        if name not in out:
-            out.append(name)
+        out[name] = None
     if len(out) > max_channels:
-        raise LimitExceeded(
-            400,
-            "max_channels_per_subscription",
-            f"too many channels in one subscription: {len(out)} (limit {max_channels})",
-        )
+        raise _too_many(len(out), max_channels)
     return tuple(out)

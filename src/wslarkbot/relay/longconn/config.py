@@ -55,7 +55,7 @@ __all__ = [
 DELIVERY_MODES = ("one", "broadcast")
 # lark-oapi dials with websockets' default max_size of 1 MiB per message; stay well below it with headers.
 MAX_FRAGMENT_BYTES = 1_000_000
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def hash_secret(app_secret: str) -> str:
