@@ -370,3 +370,33 @@ async def test_subscriber_that_stops_reading_then_reads_again_gets_every_event_i
         writer.close()
     assert queued_while_publishing  # the socket did back up: the queue was used
     assert got == list(range(sent))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "aiohttp"])
+async def test_a_client_that_pings_and_never_reads_is_not_read_either(fast: bool) -> None:
+    """Issue 19: pongs nobody reads must not pile up in the relay; it stops reading such a peer, so the
+    peer's own sends block (a socket timeout here) instead of the relay's memory growing."""
+
+    from fault_harness import raw_subscribe
+
+    async with run_relay(test_config(fast_path=fast)) as relay:
+        sock = await asyncio.to_thread(raw_subscribe, relay.port, "cli_pings")
+        ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"\0" * 125  # masked with a zero key
+        chunk = ping * 8192  # ~1 MiB of pings
+        sock.settimeout(3.0)
+
+        def flood() -> int:
+            sent = 0
+            try:
+                while sent < 256 * len(chunk):  # at most 256 MiB: ends by itself either way
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except TimeoutError:
+                return sent
+            return sent
+
+        try:
+            sent = await asyncio.to_thread(flood)
+        finally:
+            sock.close()
+    assert sent < 64 * len(chunk), f"the relay kept reading {sent} bytes of pings whose pongs nobody read"

@@ -201,6 +201,9 @@ class FastConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         if self.sub is not None:
+            if self._reading_paused and self.transport is not None:  # it reads its pongs again
+                self._reading_paused = False
+                self.transport.resume_reading()
             self._drain()
         elif self.transport is not None:  # HTTP: the peer reads its answers again; take its next requests
             if self._reading_paused:
@@ -505,6 +508,11 @@ class FastConnection(asyncio.Protocol):
             elif op == OP_PING:
                 if not self.close_sent:
                     self.transport.write(encode_frame(payload, OP_PONG))
+                    if self._paused and not self._reading_paused:
+                        # The peer pings but does not read the pongs: stop reading it until it does
+                        # (resume_writing), so its pings cannot grow the relay's memory without bound.
+                        self._reading_paused = True
+                        self.transport.pause_reading()
             elif op == OP_CLOSE:
                 try:
                     code = parse_close(payload)
