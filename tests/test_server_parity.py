@@ -224,6 +224,21 @@ CASES: dict[str, Callable[[Ctx], Awaitable[Any]]] = {
     "webhook body declared over max_body_bytes": lambda ctx: _raw(
         ctx, b"POST /hook/cli_a HTTP/1.1\r\nHost: relay\r\nContent-Length: 99999\r\n\r\n{}"
     ),
+    "request line over 8 KiB": lambda ctx: _raw(
+        ctx, b"POST /hook/cli_a?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: relay\r\nContent-Length: 2\r\n\r\n{}"
+    ),
+    "header line over 8 KiB": lambda ctx: _raw(
+        ctx,
+        b"POST /hook/cli_a HTTP/1.1\r\nHost: relay\r\nX-A: "
+        + b"a" * 9000
+        + b"\r\nContent-Length: 2\r\n\r\n{}",
+    ),
+    "webhook without Host": lambda ctx: _raw(
+        ctx, b"POST /hook/cli_a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    ),
+    "webhook with two Host headers": lambda ctx: _raw(
+        ctx, b"POST /hook/cli_a HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}"
+    ),
     # webhooks nobody receives
     "event with no subscriber": post("/hook/cli_nobody", json=EVENT, headers=SIGNED),
     "challenge with no subscriber": post("/hook/cli_nobody", json=CHALLENGE),

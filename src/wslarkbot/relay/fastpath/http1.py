@@ -23,6 +23,10 @@ __all__ = ["MAX_HEAD_BYTES", "Head", "parse_head", "response"]
 
 #: A head longer than this is left to aiohttp (which refuses lines over 8 KiB).
 MAX_HEAD_BYTES = 16 * 1024
+#: aiohttp's (llhttp's) longest request or header line; a head holding a longer one is left to it.
+_MAX_LINE = 8190
+#: More header lines than this are left to aiohttp (webhooks and subscriptions send about ten).
+MAX_FIELDS = 64
 
 # RFC 9112 §3 request line (GET/POST, origin-form of visible ASCII, HTTP/1.1), then header lines: an
 # RFC 9110 §5.6.2 token, ':', a value of visible ASCII, SP and HTAB (§5.5, ASCII only), CRLF. Each field
@@ -53,8 +57,12 @@ class Head(NamedTuple):
 def parse_head(head: bytes) -> Head | None:
     """Parse the head (request line + header lines, without the final blank line).
 
-    Returns None for anything outside the strict subset in the module docstring.
+    Returns None for anything outside the strict subset in the module docstring, and for what aiohttp's
+    parser (llhttp) must judge so both servers answer alike: a head over 8 KiB with a line over 8,190
+    bytes, more than :data:`MAX_FIELDS` header lines, or not exactly one ``Host``.
     """
+    if len(head) > _MAX_LINE and max(map(len, head.split(b"\r\n"))) > _MAX_LINE:
+        return None
     end = head.find(b"\r\n")
     if end < 0:
         m = _REQUEST_LINE.fullmatch(head)
@@ -63,7 +71,7 @@ def parse_head(head: bytes) -> Head | None:
         m = _REQUEST_LINE.fullmatch(head, 0, end)
         # latin-1 never fails; a byte beyond ASCII then fails _FIELD's value class (the line count check).
         block = head[end + 2 :].decode("latin-1") + "\r\n"
-    if m is None:
+    if m is None or not block:  # no header lines: no Host
         return None
     target = m.group(2).decode("ascii")
     if "%" in target or "#" in target:
@@ -71,12 +79,14 @@ def parse_head(head: bytes) -> Head | None:
     length = 0
     close = False
     headers: list[tuple[str, str]] = _FIELD.findall(block)
+    if len(headers) > MAX_FIELDS:
+        return None
     if block:
         if len(headers) != block.count("\n"):  # a line _FIELD could not match from its start to its CRLF
             return None
         low = "\r\n" + block.lower()
         # A false alarm ("x-expect:") only hands the request to aiohttp; none can be missed.
-        if "transfer-encoding:" in low or "expect:" in low:
+        if "transfer-encoding:" in low or "expect:" in low or low.count("\r\nhost:") != 1:
             return None
         n = low.count("\r\ncontent-length:")
         if n:
