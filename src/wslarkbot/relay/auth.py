@@ -22,6 +22,7 @@ from ..wire import is_org_channel
 from .config import RelayConfig
 from .htpasswd import Htpasswd
 from .limits import LimitExceeded
+from .throttle import FailureThrottle
 
 __all__ = ["REALM", "AccessPolicy", "parse_basic_auth"]
 
@@ -62,6 +63,7 @@ class AccessPolicy:
                 raise ConfigurationError(f"cannot read htpasswd file {config.htpasswd!r}: {exc}") from exc
         elif config.auth_apps:
             raise ConfigurationError("--auth-apps needs --htpasswd")
+        self.throttle = FailureThrottle(config.auth_fail_limit, config.auth_fail_window)
 
     def protected(self, channels: Sequence[str]) -> list[str]:
         """The channels of ``channels`` that need credentials."""
@@ -69,13 +71,19 @@ class AccessPolicy:
             return []
         return [c for c in channels if is_org_channel(c) or self.config.auth_apps]
 
-    def check(self, channels: Sequence[str], headers: Mapping[str, str]) -> str | None:
+    def check(
+        self, channels: Sequence[str], headers: Mapping[str, str], remote: str | None = None
+    ) -> str | None:
         """Allow or refuse; returns the authenticated user (None when no credentials were needed).
 
         Blocking (bcrypt); call it from a worker thread.
 
+        Args:
+            remote: the client's address, for the failed-login throttle (:mod:`.throttle`).
+
         Raises:
-            LimitExceeded: 401 (missing or wrong credentials; send ``WWW-Authenticate``) or 403.
+            LimitExceeded: 401 (missing or wrong credentials; send ``WWW-Authenticate``), 403, or 429
+            (too many failed logins from this address or for this user; ``retry_after`` set).
         """
         if self.users is None:
             orgs = [c for c in channels if is_org_channel(c)]
@@ -100,8 +108,16 @@ class AccessPolicy:
         if creds is None:
             raise LimitExceeded(401, "auth", f"channel {needed[0]} needs HTTP basic auth")
         user, password = creds
+        keys = (("addr", remote), ("user", user))
+        wait = self.throttle.retry_after(*keys)
+        if wait is not None:
+            raise LimitExceeded(
+                429, "auth_throttle", f"too many failed logins; retry in {wait} s", retry_after=wait
+            )
         if not self.users.verify(user, password):
+            self.throttle.failed(*keys)
             raise LimitExceeded(401, "auth", "wrong user name or password")
+        self.throttle.succeeded(("addr", remote))
         if user != needed[0]:
             raise LimitExceeded(403, "auth", f"user {user} may not subscribe to channel {needed[0]}")
         return user

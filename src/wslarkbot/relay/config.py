@@ -91,6 +91,12 @@ class RelayConfig:
         "buffer events of these channels (comma list of fnmatch patterns, e.g. 'cli_*,org_acme') and replay "
         "them to subscribers that connect later (docs/delivery.md); unset: nothing buffered",
     )
+    auth_fail_limit: int = _opt(
+        10,
+        "failed basic-auth logins per client address (and per user name) within --auth-fail-window before "
+        "further attempts get 429 + Retry-After without a password check; 0: no throttle",
+    )
+    auth_fail_window: float = _opt(60.0, "seconds over which failed logins are counted")
     buffer_size: int = _opt(1000, "most events kept per buffered channel (503 when all are unacked)")
     buffer_ttl: float = _opt(3600.0, "seconds a buffered event is kept (acked or not)")
     buffer_stall_after: float = _opt(
@@ -121,6 +127,8 @@ class RelayConfig:
             raise ConfigurationError(f"port must be 0..65535, got {self.port}")
         if self.heartbeat < 0:
             raise ConfigurationError("heartbeat must be >= 0 (0 disables WebSocket pings)")
+        if self.auth_fail_limit < 0 or self.auth_fail_window <= 0:
+            raise ConfigurationError("auth_fail_limit must be >= 0 and auth_fail_window > 0")
         if self.buffer_stall_after < 0:
             raise ConfigurationError("buffer_stall_after must be >= 0 (0 disables stall reports)")
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):

@@ -17,11 +17,13 @@ class LimitExceeded(WslarkbotError):
         reason: the text sent back to the caller; never contains secrets or bodies.
     """
 
-    def __init__(self, status: int, limit: str, reason: str) -> None:
+    def __init__(self, status: int, limit: str, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.limit = limit
         self.reason = reason
+        #: seconds for a ``Retry-After`` header (429); a 503 gets the relay's configured value
+        self.retry_after = retry_after
 
 
 class BackendUnavailable(LimitExceeded):

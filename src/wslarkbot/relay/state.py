@@ -58,10 +58,12 @@ def refusal(
     """Count a refused request, log ``line % args`` (one line an operator can act on), answer ``exc``.
 
     An unreachable backend is logged at DEBUG: the hub logs it once per state change, not once per
-    request. A 503 carries ``Retry-After``.
+    request. A 503 carries ``Retry-After`` (the configured one), a refusal that names its own (429) that.
     """
     state.stats.rejected += 1
     log.log(logging.DEBUG if isinstance(exc, BackendUnavailable) else logging.WARNING, line, *args)
-    if exc.status == 503:
+    if exc.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
+    elif exc.status == 503:
         headers = {**(headers or {}), "Retry-After": str(state.config.retry_after)}
     return error_answer(exc.status, exc.reason, headers or None)

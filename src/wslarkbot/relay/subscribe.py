@@ -183,7 +183,7 @@ async def open_subscription(
     if state.closing:
         return refuse(state, origin, LimitExceeded(503, "shutdown", "relay is shutting down"))
     try:
-        user = await asyncio.to_thread(state.access.check, channels, headers)
+        user = await asyncio.to_thread(state.access.check, channels, headers, origin.remote)
     except LimitExceeded as exc:
         return refuse(state, origin, exc)
 
