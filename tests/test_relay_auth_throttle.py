@@ -62,3 +62,24 @@ def test_the_throttle_counts_a_sliding_window_per_key_and_forgets_least_recent_k
     assert throttle.retry_after("a") is None
     throttle.succeeded("d")
     assert FailureThrottle(0, 1.0).retry_after("x") is None  # 0: off
+
+
+def test_one_address_guessing_many_users_is_throttled_but_a_loopback_proxy_is_not_one_client(
+    tmp_path: Path,
+) -> None:
+    from wslarkbot.relay.auth import AccessPolicy
+    from wslarkbot.relay.limits import LimitExceeded
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("org_acme:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    policy = AccessPolicy(test_config(htpasswd=str(htpasswd), auth_fail_limit=2))
+
+    def status(user: str, remote: str) -> int:
+        try:
+            policy.check([user], basic(user, "wrong"), remote)
+        except LimitExceeded as exc:
+            return exc.status
+        return 101
+
+    assert [status(f"org_{n}", "203.0.113.5") for n in range(3)] == [401, 401, 429]  # by address
+    assert [status(f"org_{n}", "127.0.0.1") for n in range(3, 6)] == [401, 401, 401]  # proxy: by user only

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Mapping, Sequence
 
 from ..exceptions import ConfigurationError
@@ -44,6 +45,13 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
     if not sep:
         return None
     return user, password
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
 
 
 class AccessPolicy:
@@ -108,7 +116,9 @@ class AccessPolicy:
         if creds is None:
             raise LimitExceeded(401, "auth", f"channel {needed[0]} needs HTTP basic auth")
         user, password = creds
-        keys = (("addr", remote), ("user", user))
+        # A loopback peer is a reverse proxy in front (README): every client shares its address, so it is
+        # not counted as one client (the per-user count still applies).
+        keys = (("user", user),) if _is_loopback(remote) else (("addr", remote), ("user", user))
         wait = self.throttle.retry_after(*keys)
         if wait is not None:
             raise LimitExceeded(
