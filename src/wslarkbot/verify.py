@@ -30,7 +30,7 @@ from . import crypto
 from .events import FeishuEvent, LegacyCardAction, UrlVerification, parse_payload
 from .exceptions import DecryptError, MalformedRequestError, SignatureError, TokenMismatchError
 
-__all__ = ["TIMESTAMP", "NONCE", "SIGNATURE", "Verified", "verify_request"]
+__all__ = ["TIMESTAMP", "NONCE", "SIGNATURE", "Verified", "header_value", "verify_request"]
 
 TIMESTAMP, NONCE, SIGNATURE = "x-lark-request-timestamp", "x-lark-request-nonce", "x-lark-signature"
 
@@ -52,12 +52,14 @@ class Verified:
     signature_checked: bool
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """``name`` (lower case) from headers whose names may be in any case."""
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """Header ``name`` from headers whose names may be in any case (a plain dict, or a case-insensitive
+    mapping such as aiohttp's)."""
     value = headers.get(name)
     if value is not None:
         return value
-    return next((v for k, v in headers.items() if k.lower() == name), None)
+    lower = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == lower), None)
 
 
 def verify_request(
@@ -83,7 +85,11 @@ def verify_request(
     """
     if not isinstance(body, dict):
         raise MalformedRequestError("body is not a JSON object")
-    ts, nonce, sig = _header(headers, TIMESTAMP), _header(headers, NONCE), _header(headers, SIGNATURE)
+    ts, nonce, sig = (
+        header_value(headers, TIMESTAMP),
+        header_value(headers, NONCE),
+        header_value(headers, SIGNATURE),
+    )
     encrypted = "encrypt" in body
     signed = False
     plaintext = raw

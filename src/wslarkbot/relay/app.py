@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, web
 
 from ..exceptions import ConfigurationError
 from . import admin
-from .answer import INTERNAL_ERROR, to_response
+from .answer import to_response
 from .auth import AccessPolicy
 from .buffer import BufferPolicy
 from .config import RelayConfig
@@ -27,7 +27,7 @@ from .hub import Hub, InMemoryHub
 from .longconn.server import GATEWAY_KEY
 from .publish import handle_reply_post, handle_webhook
 from .stall import watch_stalls
-from .state import STATE_KEY, SWITCHED_KEY, Closable, RelayState, log
+from .state import STATE_KEY, SWITCHED_KEY, Closable, RelayState, internal_error, log
 from .subscribe import handle_subscribe
 
 __all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
@@ -84,10 +84,10 @@ async def _internal_errors(request: web.Request, handler: Any) -> web.StreamResp
     except web.HTTPException:
         raise
     except Exception:
-        log.exception("%s %s failed", request.method, request.path[:100])
+        answer = internal_error(request.method, request.path)
         if request.get(SWITCHED_KEY):
             raise
-        return to_response(INTERNAL_ERROR)
+        return to_response(answer)
 
 
 def default_hub(config: RelayConfig) -> Hub:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from .answer import Answer, error_answer
+from .answer import INTERNAL_ERROR, Answer, error_answer
 from .auth import AccessPolicy
 from .config import RelayConfig
 from .hub import Hub, Subscriber
@@ -16,7 +16,7 @@ from .limits import BackendUnavailable, LimitExceeded
 from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
 
-__all__ = ["STATE_KEY", "Closable", "RelayState", "log", "refusal"]
+__all__ = ["STATE_KEY", "SWITCHED_KEY", "Closable", "RelayState", "internal_error", "log", "refusal"]
 
 log = logging.getLogger("wslarkbot.relay")
 
@@ -50,6 +50,13 @@ class RelayState:
 STATE_KEY: web.AppKey[RelayState] = web.AppKey("wslarkbot_relay_state", RelayState)
 #: Set on a request once it became a WebSocket: an error after that cannot be answered with HTTP.
 SWITCHED_KEY: web.RequestKey[bool] = web.RequestKey("wslarkbot_switched", bool)
+
+
+def internal_error(method: str, path: str) -> Answer:
+    """Log a request whose handling raised (with its traceback; call it from the ``except`` block) and
+    return the answer both servers give it."""
+    log.exception("%s %s failed", method, path[:100])
+    return INTERNAL_ERROR
 
 
 def refusal(

@@ -11,11 +11,32 @@ Each counts as ``rejected`` in ``/status``.
 
 from __future__ import annotations
 
-from .state import RelayState, log
+import logging
+from typing import TYPE_CHECKING
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_INTERNAL_ERROR", "CLOSE_TOO_BIG", "CLOSE_TRY_AGAIN_LATER", "ws_failed"]
+if TYPE_CHECKING:  # no import of the relay's state: the fast path's frame codec takes its codes from here
+    from .state import RelayState
 
+__all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_NO_STATUS",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TOO_BIG",
+    "CLOSE_TRY_AGAIN_LATER",
+    "ws_failed",
+]
+
+log = logging.getLogger("wslarkbot.relay")
+
+# RFC 6455 §7.4.1 and the IANA registry; 1005 and 1006 are never sent, only reported.
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
+CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from multidict import CIMultiDict
 
 from ...wire import HOOK_ORG_ID
-from ..answer import INTERNAL_ERROR, Answer, Origin, error_answer
+from ..answer import Answer, Origin, error_answer
 from ..publish import check_reply_target, publish_webhook, resolve_reply, webhook_channel
-from ..state import log
+from ..state import internal_error, log
 from ..subscribe import (
     connected,
     disconnected,
@@ -43,7 +43,13 @@ from ..subscribe import (
     too_slow,
 )
 from ..subscriber import Subscriber
-from ..ws_policy import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, ws_failed
+from ..ws_policy import (
+    CLOSE_ABNORMAL,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NO_STATUS,
+    CLOSE_TRY_AGAIN_LATER,
+    ws_failed,
+)
 from .eager import start_eagerly
 from .http1 import MAX_HEAD_BYTES, Head, parse_head, response
 from .wsframe import (
@@ -81,8 +87,6 @@ _tls_logged = [-1e9]
 _FRAMES_HIGH_WATER = 64
 #: Seconds to wait for the peer's close frame after ours before dropping the connection.
 _CLOSE_TIMEOUT = 1.0
-_ABNORMAL_CLOSURE = 1006
-_NO_STATUS = 1005
 
 # The last frame encoded and its bytes: an event fanned out to N subscribers is encoded once.
 _last_frame: tuple[str, bytes] = ("", b"")
@@ -187,7 +191,7 @@ class FastConnection(asyncio.Protocol):
             self._lost.set_result(None)
         if self.sub is not None:
             if self.close_code is None:
-                self.close_code = _ABNORMAL_CLOSURE
+                self.close_code = CLOSE_ABNORMAL
             self._end_subscription()
 
     def eof_received(self) -> bool:
@@ -256,7 +260,7 @@ class FastConnection(asyncio.Protocol):
                 self.transport.pause_reading()
             return False
         if self._head is None:
-            if buf[:2] == _TLS_HANDSHAKE:  # no HTTP method starts so
+            if buf.startswith(_TLS_HANDSHAKE):  # no HTTP method starts so
                 self._tls_on_plain_port()
                 return False
             end = buf.find(b"\r\n\r\n")
@@ -388,11 +392,10 @@ class FastConnection(asyncio.Protocol):
                     return
                 answer = refused_sub
         except Exception:
-            log.exception("%s %s failed", head.method, head.path[:100])
+            answer = internal_error(head.method, head.path)
             if self.sub is not None:  # already switched to WebSocket: no HTTP answer on that stream
                 self._fail(CLOSE_INTERNAL_ERROR, "internal relay error")
                 return
-            answer = INTERNAL_ERROR
         self._respond(answer, close=head.close)
 
     def _respond(self, answer: Answer, *, close: bool) -> None:
@@ -522,7 +525,7 @@ class FastConnection(asyncio.Protocol):
                 if not self.close_sent:
                     self._send_close(code if code is not None else 1000, "")
                 if self.close_code is None:
-                    self.close_code = code if code is not None else _NO_STATUS
+                    self.close_code = code if code is not None else CLOSE_NO_STATUS
                 self._end_subscription()
                 if self.transport is not None:
                     self.close_transport()
@@ -641,7 +644,7 @@ class FastConnection(asyncio.Protocol):
         if self.ping_sent:
             if now - self.ping_sent >= interval / 2:
                 log.debug("websocket peer %s missed a heartbeat; closing", self.sub.peer)
-                self.close_code = _ABNORMAL_CLOSURE
+                self.close_code = CLOSE_ABNORMAL
                 self._end_subscription()
                 transport.abort()
         elif now - self.last_seen >= interval:

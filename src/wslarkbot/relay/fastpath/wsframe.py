@@ -12,6 +12,7 @@ import base64
 import hashlib
 
 from ...exceptions import ProtocolError
+from ..ws_policy import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
 
 __all__ = [
     "OP_BINARY",
@@ -42,9 +43,6 @@ _CONTROL = (OP_CLOSE, OP_PING, OP_PONG)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # §7.4.1 close codes used here.
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
 
 
 class WebSocketError(ProtocolError):

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from ...events import EventV2, LegacyCardAction, UrlVerification
 from ...exceptions import MalformedRequestError, RequestRejected, rejection_hint
-from ...verify import verify_request
+from ...verify import header_value, verify_request
 from ..limits import BackendUnavailable
 from .config import GatewayApp
 from .hub import DeliveryTimeout, NoClientConnected
@@ -84,14 +84,6 @@ class HttpAnswer:
     ) -> HttpAnswer:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return cls(status, body, dict(headers or {}), kind, outcome)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lower = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == lower), None)
 
 
 def open_webhook(app: GatewayApp, headers: Mapping[str, str], body: bytes) -> OpenedWebhook:
@@ -179,7 +171,7 @@ async def relay_webhook(
         return HttpAnswer.json(
             200, {"challenge": opened.challenge}, kind="challenge", outcome="challenge-gateway"
         )
-    trace_id = _header(headers, "X-Request-Id")
+    trace_id = header_value(headers, "X-Request-Id")
     where = f"gateway {app.app_id} {opened.event_type} {opened.event_id}"
     try:
         if replayer is not None and opened.kind == "event":
