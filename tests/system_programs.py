@@ -44,9 +44,12 @@ def _nchan() -> str | None:
     return missing_requirements()
 
 
+#: The browser the dashboard test drives (Debian's chromium; ``$WSLARKBOT_CHROMIUM`` for another).
+CHROMIUM = os.environ.get("WSLARKBOT_CHROMIUM", "/usr/bin/chromium")
+
+
 def _chromium() -> str | None:
-    path = os.environ.get("WSLARKBOT_CHROMIUM", "/usr/bin/chromium")
-    return None if os.access(path, os.X_OK) else f"no Chromium at {path} (apt-get install chromium)"
+    return None if os.access(CHROMIUM, os.X_OK) else f"no Chromium at {CHROMIUM} (apt-get install chromium)"
 
 
 #: name -> a check returning why it is unusable (None: usable)

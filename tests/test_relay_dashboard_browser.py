@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,12 +18,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from system_programs import mark
+from system_programs import CHROMIUM, mark
 from wslarkbot.relay import run_relay
 from wslarkbot.relay.runner import RunningRelay
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
-CHROMIUM = os.environ.get("WSLARKBOT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",

@@ -114,8 +114,11 @@ async def open_connection(
     return ws
 
 
-def ssl_context(value: ssl_module.SSLContext | str | os.PathLike[str] | None) -> ssl_module.SSLContext | None:
+def ssl_context(
+    value: ssl_module.SSLContext | str | os.PathLike[str] | None, *, option: str = "ssl="
+) -> ssl_module.SSLContext | None:
     """``Client(ssl=...)``: a context as given, or a CA bundle file (PEM) to trust, for a private CA.
+    ``option`` names the setting in the error (``simulate`` passes ``--cacert ``).
 
     Raises:
         ConfigurationError: the file cannot be read as a CA bundle.
@@ -125,7 +128,7 @@ def ssl_context(value: ssl_module.SSLContext | str | os.PathLike[str] | None) ->
     try:
         return ssl_module.create_default_context(cafile=os.fspath(value))
     except (OSError, ssl_module.SSLError) as exc:
-        raise ConfigurationError(f"ssl={os.fspath(value)!r}: not a readable CA bundle ({exc})") from None
+        raise ConfigurationError(f"{option}{os.fspath(value)!r}: not a readable CA bundle ({exc})") from None
 
 
 def describe_failure(exc: BaseException, *, tls: bool) -> str:

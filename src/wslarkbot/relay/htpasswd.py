@@ -122,7 +122,7 @@ class Htpasswd:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._entries: dict[str, str] = {}
-        self._decoys: dict[int, str] = {}
+        self._decoy_hash: str | None = None  # see _decoy; reset when the file is re-read
         self._mtime: float | None = None
         self.reload_if_changed()
 
@@ -163,6 +163,7 @@ class Htpasswd:
             return
         with open(self.path, encoding="utf-8") as fh:
             self._entries = self.parse(fh, source=self.path)
+        self._decoy_hash = None
         if self._mtime is not None:
             log.info("htpasswd %s reloaded: %d users", self.path, len(self._entries))
         self._mtime = mtime
@@ -182,15 +183,16 @@ class Htpasswd:
         return verify_entry(hashed, password)
 
     def _decoy(self) -> str:
-        """A hash like the file's slowest entry (bcrypt at its highest cost, else any), for unknown users."""
-        entries = list(self._entries.values())
-        bcrypts = [e for e in entries if entry_scheme(e) == "bcrypt"]
-        if bcrypts:
-            cost = max(int(e.split("$")[2]) if e.split("$")[2].isdigit() else 10 for e in bcrypts)
-            decoy = self._decoys.get(cost)
-            if decoy is None:
+        """A hash like the file's slowest entry (bcrypt at its highest cost, else any), for unknown users;
+        worked out once per version of the file."""
+        if self._decoy_hash is None:
+            entries = list(self._entries.values())
+            costs = [e.split("$")[2] for e in entries if entry_scheme(e) == "bcrypt"]
+            if costs:
                 import bcrypt  # the relay extra
 
-                decoy = self._decoys[cost] = bcrypt.hashpw(b"decoy", bcrypt.gensalt(cost)).decode()
-            return decoy
-        return entries[0] if entries else ""
+                cost = max(int(c) if c.isdigit() else 10 for c in costs)
+                self._decoy_hash = bcrypt.hashpw(b"decoy", bcrypt.gensalt(cost)).decode()
+            else:
+                self._decoy_hash = entries[0] if entries else ""
+        return self._decoy_hash

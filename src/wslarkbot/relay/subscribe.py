@@ -336,7 +336,7 @@ async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes)
     elif ref is not None and result is not Resolution.FORBIDDEN:
         # A replayed event (Feishu was answered long ago) or a late ack of a buffered one: accepted.
         log.debug("%s from %s for buffered %s:%s accepted", outcome.kind, sub.peer, *ref)
-    elif getattr(msg, "resend", False) and result is not Resolution.FORBIDDEN:
+    elif isinstance(msg, (Ack, Nack)) and msg.resend and result is not Resolution.FORBIDDEN:
         # A copy the client sent again after reconnecting; the first one arrived, or it is too late now.
         log.debug("resent %s from %s for %s: %s", outcome.kind, sub.peer, msg.request_id, result.value)
     else:

@@ -13,6 +13,8 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..exceptions import ConfigurationError
+
 __all__ = ["register"]
 
 _KINDS = ("text", "card", "challenge", "legacy-card")  # = simulate.KINDS, without importing it
@@ -162,7 +164,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 cacert=args.cacert,
             )
         )
-    except ValueError as exc:
+    except (ValueError, ConfigurationError) as exc:  # a bad --kind/--retries, an unreadable --cacert
         return _fail(str(exc))
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))

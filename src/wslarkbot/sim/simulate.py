@@ -16,11 +16,11 @@ need a valid JSON answer within 3 s), why it failed, what to check, and which re
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..client.connection import ssl_context
 from .app import SimApp
 from .feishu import FEISHU_RETRY_INTERVALS, FeishuSimulator, new_http_client
 from .protocol import SentRequest
@@ -193,7 +193,8 @@ async def simulate(
         value: the button's ``value`` for ``card`` and ``legacy-card``.
         retries: for ``text``, how many of Feishu's retries to actually perform (at its intervals times
             ``time_scale``) when the first attempt fails; the rest are reported as ``retries_left``.
-        cacert: a CA bundle (PEM) to trust for an ``https`` URL (a relay with a private CA's certificate).
+        cacert: a CA bundle (PEM) to trust for an ``https`` URL (a relay with a private CA's certificate),
+            read as ``Client(ssl=...)`` reads one.
 
     Raises:
         ValueError: an unknown ``kind`` or a negative ``retries``.
@@ -203,7 +204,7 @@ async def simulate(
     if not 0 <= retries <= len(FEISHU_RETRY_INTERVALS):
         raise ValueError(f"retries must be 0..{len(FEISHU_RETRY_INTERVALS)}")
     value = dict(value) if value is not None else {"action": "wslarkbot-simulate"}
-    http = new_http_client(verify=ssl.create_default_context(cafile=cacert) if cacert else True)
+    http = new_http_client(verify=ssl_context(cacert, option="--cacert ") or True)
     async with (
         http,
         FeishuSimulator(
