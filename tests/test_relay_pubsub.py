@@ -397,14 +397,15 @@ async def test_hub_fans_out_to_the_groups_of_the_event_channel_only_while_they_h
     broadcast = member("cli_a", None)
     for sub in (workers_a, workers_b, audit, other, broadcast):
         await hub.subscribe(sub)
-    assert hub.groups_of("cli_a") == ["workers", "audit"] and hub.groups_of("cli_b") == ["workers"]
+    assert hub.fanout.groups_of("cli_a") == ["workers", "audit"]
+    assert hub.fanout.groups_of("cli_b") == ["workers"]
     first = await hub.publish(Event("cli_a", "r1", "1-0", '{"headers":{},"body":{}}'))
     assert broadcast in first and audit in first and len(first) == 3  # one of the two workers
     await hub.unsubscribe(audit)
-    assert hub.groups_of("cli_a") == ["workers"]
+    assert hub.fanout.groups_of("cli_a") == ["workers"]
     await hub.unsubscribe(workers_a)
     await hub.unsubscribe(workers_b)
-    assert hub.groups_of("cli_a") == [] and hub.groups_of("cli_b") == ["workers"]
+    assert hub.fanout.groups_of("cli_a") == [] and hub.fanout.groups_of("cli_b") == ["workers"]
     assert await hub.publish(Event("cli_a", "r2", "1-1", '{"headers":{},"body":{}}')) == [broadcast]
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "BufferEntry",
     "BufferFull",
     "BufferPolicy",
+    "ChannelIds",
     "BufferStore",
     "ChannelBuffer",
     "IdClock",
@@ -227,6 +228,24 @@ class BufferPolicy:
         return bool(self.patterns) and any(fnmatch.fnmatchcase(channel, p) for p in self.patterns)
 
 
+class ChannelIds:
+    """Message ids for events of unbuffered channels: increasing per channel in this process."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._ids: dict[str, IdClock] = {}
+
+    def next(self, channel: str) -> str:
+        """The next id for ``channel``, as text (``<ms>-<seq>``)."""
+        clock = self._ids.get(channel)
+        if clock is None:
+            if len(self._ids) > 10_000:  # bounded: ids of idle unbuffered channels restart from the clock
+                self._ids.clear()
+            clock = self._ids[channel] = IdClock(self.clock)
+        ms, seq = clock.next()
+        return f"{ms}-{seq}"  # format_id(), inlined: one per webhook
+
+
 class BufferStore:
     """The buffers of one process (in-memory hub), created on the first event of a buffered channel.
 
@@ -238,7 +257,6 @@ class BufferStore:
         self.policy = policy
         self.clock = clock
         self._buffers: dict[str, ChannelBuffer] = {}
-        self._ids: dict[str, IdClock] = {}
 
     def buffered(self, channel: str) -> bool:
         return self.policy.buffered(channel)
@@ -259,16 +277,6 @@ class BufferStore:
                 channel, size=self.policy.size, ttl=self.policy.ttl, clock=self.clock
             )
         return buf.append(request_id, body)
-
-    def next_id(self, channel: str) -> str:
-        """An id for an event of an unbuffered channel (increasing per channel in this process)."""
-        clock = self._ids.get(channel)
-        if clock is None:
-            if len(self._ids) > 10_000:  # bounded: ids of idle unbuffered channels restart from the clock
-                self._ids.clear()
-            clock = self._ids[channel] = IdClock(self.clock)
-        ms, seq = clock.next()
-        return f"{ms}-{seq}"  # format_id(), inlined: one per webhook
 
     def mark_acked(self, channel: str, entry_id: str) -> bool:
         buf = self._buffers.get(channel)

@@ -6,8 +6,9 @@ Needs the ``redis`` extra; :func:`~.app.create_app` imports this module only whe
 
 Design (docs/deploy.md has the operator's view; names and messages are in :mod:`.redis_protocol`):
 
-* **Local state stays local.** Each node keeps its subscribers and waiting requests in an
-  :class:`~.hub.InMemoryHub`; Redis carries only what crosses nodes. Nothing is stored per subscriber.
+* **Local state stays local.** Each node keeps its subscribers in the :class:`~.fanout.LocalFanout` and
+  its waiting requests in the :class:`~.pending.PendingTable` every hub has; Redis carries only what
+  crosses nodes. Nothing is stored per subscriber.
 * **Fan-out: Redis pub/sub, one channel per relay channel.** A node subscribes (on its one pub/sub
   connection) to ``wslarkbot:ch:<channel>`` while it has local subscribers of ``<channel>``, and a
   WebSocket's hello is sent only after Redis confirmed that subscription, so "hello received" means
@@ -49,9 +50,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import ProtocolError
-from .buffer import BufferEntry, BufferFull, BufferPolicy, parse_id
+from .buffer import BufferEntry, BufferFull, BufferPolicy, ChannelIds, parse_id
 from .groups import InFlight
-from .hub import Delivery, Event, Hub, InMemoryHub, Stall, Subscriber, buffer_full
+from .hub import Delivery, Event, Hub, Stall, Subscriber, buffer_full
 from .limits import BackendUnavailable
 from .pending import Outcome, PendingEntry, Resolution
 from .redis_link import RedisLink
@@ -109,13 +110,12 @@ class RedisHub(Hub):
         buffers: BufferPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(
+            max_subscribers_per_channel=max_subscribers_per_channel, max_pending_replies=max_pending_replies
+        )
         self.node_id = node_id or new_node_id()
         self.buffers = buffers or BufferPolicy()
-        self.local = InMemoryHub(
-            max_subscribers_per_channel=max_subscribers_per_channel,
-            max_pending_replies=max_pending_replies,
-        )
-        self.local.ack_sink = self._ack_soon
+        self.ids = ChannelIds(clock)
         self._tasks: set[asyncio.Task[None]] = set()
         self.pending_ttl_ms = max(1, int(pending_ttl * 1000))
         self._node_channel = node_channel(self.node_id)
@@ -161,7 +161,7 @@ class RedisHub(Hub):
             LimitExceeded: the buffer is full of unacked events (503), or Redis is unavailable (503).
         """
         if not (bufferable and self.buffers.buffered(channel)):
-            return Event(channel, request_id, self.local.store.next_id(channel), body)
+            return Event(channel, request_id, self.ids.next(channel), body)
         args: list[str | int] = [int(self.buffers.ttl * 1000), self.buffers.size, request_id, body]
         reply = await self.link.command(
             lambda r: self._append(keys=[stream_key(channel), acked_key(channel)], args=args)
@@ -192,7 +192,7 @@ class RedisHub(Hub):
         with contextlib.suppress(BackendUnavailable):
             await self.link.command(add)
 
-    def _ack_soon(self, channel: str, entry_id: str) -> None:
+    def _handed_over(self, channel: str, entry_id: str) -> None:
         self._spawn(self.mark_acked(channel, entry_id))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -226,7 +226,7 @@ class RedisHub(Hub):
 
     async def stalled(self, older_than: float, *, limit: int = 100) -> list[Stall]:
         """:meth:`Hub.stalled` for this node's subscribers, read from the shared Streams."""
-        watched = self.local.watched(older_than, self.buffers.buffered)
+        watched = self.fanout.watched(older_than, self.buffers.buffered)
         if not watched:
             return []
         now_ms = self._clock() * 1000
@@ -256,42 +256,20 @@ class RedisHub(Hub):
 
     # --- subscribers --------------------------------------------------------------------------------
 
-    async def subscribe(self, sub: Subscriber) -> None:
-        """Register locally, make sure this node receives the channels (Redis confirmed), then replay.
+    async def _attach(self, sub: Subscriber) -> None:
+        """Register locally, then make sure this node receives the channels (Redis confirmed).
 
         Raises:
             LimitExceeded: a channel is full on this node (503), or Redis is unavailable (503).
         """
         if not self.link.connected:
             raise BackendUnavailable()
-        buffered = [ch for ch in sub.channels if self.buffers.buffered(ch)]
-        if buffered:
-            sub.hold()  # live frames that race the replay are held, then de-duplicated by id
-        replayed: set[tuple[str, str]] = set()
-        try:
-            self.local.attach(sub)
-            await self.link.listen(fanout_channel(ch) for ch in sub.channels)
-            for ch in buffered:
-                since = sub.since.get(ch)
-                entries = await self._read_buffer(ch, since)
-                if since is None:
-                    entries = [e for e in entries if not e.acked]
-                replayed |= await self._replay(sub, ch, entries)
-        except BackendUnavailable:
-            sub.release(replayed)
-            await self.unsubscribe(sub)
-            raise
-        sub.release(replayed)
+        self.fanout.attach(sub)
+        await self.link.listen(fanout_channel(ch) for ch in sub.channels)
 
-    async def _replay(
-        self, sub: Subscriber, channel: str, entries: list[BufferEntry]
-    ) -> set[tuple[str, str]]:
-        """Offer ``sub`` the ``entries`` it should replay (:meth:`_replay_filter`); the keys it was sent."""
-        sent: set[tuple[str, str]] = set()
-        for entry in await self._replay_filter(sub, channel, entries):
-            if self.local.offer_replay(sub, entry):
-                sent.add((channel, entry.id_text))
-        return sent
+    async def _replay_source(self, channel: str, since: str | None) -> list[BufferEntry]:
+        entries = await self._read_buffer(channel, since)
+        return entries if since is not None else [e for e in entries if not e.acked]
 
     # --- catching up after a Redis outage -----------------------------------------------------------
     #
@@ -303,7 +281,7 @@ class RedisHub(Hub):
     # offered what the Stream holds after its cursor, and then the held frames the catch-up did not send.
 
     def _link_down(self) -> None:
-        for sub in self.local.subscribers():
+        for sub in self.fanout.subscribers():
             channels = [ch for ch in sub.channels if self.buffers.buffered(ch)]
             if channels and not sub.closed and not sub.holding:  # holding: its subscribe() fails and ends it
                 sub.hold()
@@ -352,12 +330,11 @@ class RedisHub(Hub):
             ]
         return [e for e in entries if e.request_id not in sub.inflight]
 
-    async def _replay_filter(
+    async def _claim_replays(
         self, sub: Subscriber, channel: str, entries: list[BufferEntry]
     ) -> list[BufferEntry]:
-        """Broadcast subscribers get every entry; a group member the unacked ones no other member (on any
-        node) is replaying: it must win ``SET NX`` on the entry's replay claim."""
-        entries = self.local.replay_entries(sub, channel, entries)
+        """A group member replays only the entries no other member (on any node) is replaying: it must win
+        ``SET NX`` on the entry's replay claim."""
         if sub.group is None or not entries:
             return entries
         group = sub.group
@@ -373,24 +350,13 @@ class RedisHub(Hub):
         won = await self.link.command(claim)
         return [e for e, ok in zip(entries, won, strict=True) if ok]
 
-    async def unsubscribe(self, sub: Subscriber) -> None:
+    def _detached(self, sub: Subscriber) -> None:
         self._behind.pop(sub.id, None)
-        orphans = self.local.detach(sub)
-        idle = [ch for ch in sub.channels if not self.local.has_subscribers(ch)]
+        idle = [ch for ch in sub.channels if not self.fanout.has_subscribers(ch)]
         self.link.unlisten(fanout_channel(ch) for ch in idle)
-        for item in orphans:
-            with contextlib.suppress(BackendUnavailable):
-                await self._hand_on(item)
 
-    async def _hand_on(self, item: InFlight) -> None:
-        """An orphaned group event: to another local member, else to the other nodes (they race again)."""
-        waiting = await self._still_waiting(item.request_id)
-        if not waiting and not (item.buffered and await self._unacked(item.channel, item.entry_id)):
-            return
-        replay = item.replay or not waiting
-        event = Event(item.channel, item.request_id, item.entry_id, item.body, buffered=item.buffered)
-        if self.local.offer_group(event, item.group, attempt=item.attempt + 1, replay=replay):
-            return
+    async def _hand_on_elsewhere(self, item: InFlight, event: Event, *, replay: bool) -> None:
+        """Publish a *hand-on*: the other nodes with members of the group race for it again."""
         if item.buffered:  # let the next member that connects, on any node, replay it
             self.link.forget(replay_claim_key(item.channel, item.group, item.entry_id))
         data = encode_fanout(self.node_id, event, group=item.group, attempt=item.attempt + 1, replay=replay)
@@ -409,10 +375,6 @@ class RedisHub(Hub):
 
         rows, score = await self.link.command(check)
         return bool(rows) and score is None
-
-    async def publish(self, event: Event) -> list[Subscriber]:
-        """Offer ``event`` to *this node's* subscribers (:meth:`deliver` fans out to all nodes)."""
-        return await self.local.publish(event)
 
     async def deliver(self, event: Event, *, timeout: float) -> Delivery:
         request_id = event.request_id
@@ -445,7 +407,7 @@ class RedisHub(Hub):
         """Open locally and claim the id in Redis (``KeyError`` when another node waits for the same id)."""
         if not self.link.connected:
             raise BackendUnavailable()
-        entry = await self.local.open_pending(request_id, channel)
+        entry = self.pending.open(request_id, channel)
         try:
             claimed = await self.link.command(
                 lambda r: r.set(
@@ -456,10 +418,10 @@ class RedisHub(Hub):
                 )
             )
         except BackendUnavailable:
-            await self.local.cancel_pending(request_id)
+            self.pending.cancel(request_id)
             raise
         if not claimed:
-            await self.local.cancel_pending(request_id)
+            self.pending.cancel(request_id)
             raise KeyError(request_id)
         return entry
 
@@ -480,22 +442,10 @@ class RedisHub(Hub):
             return Resolution.UNKNOWN
 
     async def cancel_pending(self, request_id: str) -> None:
-        await self.local.cancel_pending(request_id)
+        self.pending.cancel(request_id)
         # Not awaited: the answer to Feishu need not wait for it. Until the DEL lands, a late answer gets
         # "ok" from the script and is dropped here; if it never lands, the key expires after pending_ttl.
         self.link.forget(request_key(request_id))
-
-    def is_pending(self, request_id: str) -> bool:
-        return self.local.is_pending(request_id)
-
-    def counts(self) -> dict[str, int]:
-        return self.local.counts()
-
-    def subscribers(self) -> list[Subscriber]:
-        return self.local.subscribers()
-
-    async def shutdown(self) -> int:
-        return await self.local.shutdown()
 
     # --- messages from Redis ------------------------------------------------------------------------
 
@@ -513,16 +463,16 @@ class RedisHub(Hub):
             return
         event = fan.event
         if fan.group is None:
-            delivered = self.local.publish_broadcast(event)
-            groups = self.local.groups_of(channel)
+            delivered = self.fanout.broadcast(event)
+            groups = self.fanout.groups_of(channel)
         else:  # a hand-on: only that group
             delivered = []
-            groups = [fan.group] if fan.group in self.local.groups_of(channel) else []
+            groups = [fan.group] if fan.group in self.fanout.groups_of(channel) else []
         for group in groups:
             if await self._claim(claim_key(channel, group, event.request_id, fan.attempt)):
                 if event.buffered:  # a member connecting elsewhere must not replay it meanwhile
                     await self._claim(replay_claim_key(channel, group, event.entry_id), force=True)
-                delivered += self.local.offer_group(event, group, attempt=fan.attempt, replay=fan.replay)
+                delivered += self.fanout.offer_group(event, group, attempt=fan.attempt, replay=fan.replay)
         report = DeliveryReport(event.request_id, *Delivery.of(delivered))
         if fan.origin == self.node_id:
             self._on_report(report)
@@ -553,7 +503,7 @@ class RedisHub(Hub):
         request_id, outcome = msg
         # The script already checked channel and "first answer wins"; a miss here means the webhook
         # finished (timed out) a moment ago.
-        if await self.local.resolve(request_id, outcome) is Resolution.OK:
+        if self.pending.resolve(request_id, outcome) is Resolution.OK:
             tally = self._tallies.get(request_id)
             if tally is not None:
                 tally.answer_arrived()
