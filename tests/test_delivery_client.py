@@ -18,8 +18,8 @@ import pytest
 from wslarkbot.bot import Bot
 from wslarkbot.client import AsyncClient
 from wslarkbot.events import MessageEvent
+from wslarkbot.relay.app import STATE_KEY
 from wslarkbot.relay.runner import RunningRelay, run_relay
-from wslarkbot.relay.state import STATE_KEY
 from wslarkbot.relay.testing import test_config
 from wslarkbot.sim.app import SimApp
 from wslarkbot.sim.feishu import FeishuSimulator

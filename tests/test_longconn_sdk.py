@@ -27,6 +27,7 @@ from aiohttp import web
 from wslarkbot.crypto import encrypt, event_signature
 from wslarkbot.relay.longconn import GATEWAY_KEY, Gateway, GatewayApp, GatewayConfig, Hub, hash_secret
 from wslarkbot.relay.longconn.frame import decode_frame
+from wslarkbot.relay.routes import to_response
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -108,7 +109,7 @@ async def start_relay(config: GatewayConfig, port: int = 0, hub: Hub | None = No
         app_id, raw = request.match_info["app_id"], await request.read()
         found = request.app.get(GATEWAY_KEY)
         if found is not None and found.serves(app_id):
-            return await found.webhook_response(app_id, request.headers, raw)
+            return to_response(await found.webhook_answer(app_id, request.headers, raw))
         raise web.HTTPNotFound()
 
     app.router.add_post("/hook/{app_id}", hook)

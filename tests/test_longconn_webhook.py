@@ -89,11 +89,11 @@ CALLBACK_OPENED = OpenedWebhook("callback", b"{}")
 def test_answers_map_to_feishu_responses() -> None:
     toast = {"toast": {"type": "info", "content": "hi"}}
     data = base64.b64encode(json.dumps(toast).encode()).decode()
-    assert http_answer(EVENT_OPENED, {"code": 200}).body == b'{"msg":"success"}'
-    assert json.loads(http_answer(CALLBACK_OPENED, {"code": 200, "data": data}).body) == toast
-    assert http_answer(CALLBACK_OPENED, {"code": 200}).body == b"{}"
-    assert http_answer(EVENT_OPENED, {"code": 500}).status == 500
-    assert http_answer(CALLBACK_OPENED, {"code": 200, "data": "!!"}).status == 502
+    assert http_answer(EVENT_OPENED, {"code": 200}).answer.body == b'{"msg":"success"}'
+    assert json.loads(http_answer(CALLBACK_OPENED, {"code": 200, "data": data}).answer.body) == toast
+    assert http_answer(CALLBACK_OPENED, {"code": 200}).answer.body == b"{}"
+    assert http_answer(EVENT_OPENED, {"code": 500}).answer.status == 500
+    assert http_answer(CALLBACK_OPENED, {"code": 200, "data": "!!"}).answer.status == 502
 
 
 # --- hub, with fake connections ---------------------------------------------------------------------
@@ -215,14 +215,14 @@ async def test_connection_limit_counts_reservations() -> None:
 async def test_relay_webhook_maps_outcomes_to_http() -> None:
     hub = make_hub()
     app = hub.config.apps["cli_a"]
-    no_client = await relay_webhook(
-        hub, app, *signed({**EVENT, "header": {**EVENT["header"], "token": None}}), timeout=1, retry_after=7
-    )
+    unsigned = signed({**EVENT, "header": {**EVENT["header"], "token": None}})
+    no_client = (await relay_webhook(hub, app, *unsigned, timeout=1, retry_after=7)).answer
+    assert no_client.headers is not None
     assert (no_client.status, no_client.headers["Retry-After"]) == (503, "7")
     await connect(hub, "mute")
-    timeout = await relay_webhook(hub, app, *signed(EVENT), timeout=0.05, retry_after=7)
+    timeout = (await relay_webhook(hub, app, *signed(EVENT), timeout=0.05, retry_after=7)).answer
     assert timeout.status == 504
-    bad = await relay_webhook(hub, app, *signed(EVENT, sign_key="x"), timeout=1, retry_after=7)
+    bad = (await relay_webhook(hub, app, *signed(EVENT, sign_key="x"), timeout=1, retry_after=7)).answer
     assert (bad.status, bad.body) == (401, b'{"msg":"request rejected"}')
 
 
@@ -259,9 +259,9 @@ async def test_every_unsigned_bad_body_gets_one_and_the_same_answer_whatever_fai
     seen: dict[str, set[tuple[int, bytes, tuple[tuple[str, str], ...]]]] = {}
     for _ in range(200):
         for kind, body in _unsigned_bad_bodies(rng).items():
-            answer = await relay_webhook(hub, app, {}, body, timeout=1, retry_after=7)
+            answer = (await relay_webhook(hub, app, {}, body, timeout=1, retry_after=7)).answer
             seen.setdefault(kind, set()).add(
-                (answer.status, answer.body, tuple(sorted(answer.headers.items())))
+                (answer.status, answer.body, tuple(sorted((answer.headers or {}).items())))
             )
     answers = set().union(*seen.values())
     assert len(answers) == 1, seen

@@ -13,10 +13,10 @@ from websockets.asyncio.client import connect
 
 from wslarkbot.exceptions import ConfigurationError
 from wslarkbot.relay import RelayConfig, create_app, run_relay
+from wslarkbot.relay.app import STATE_KEY
 from wslarkbot.relay.hub import Subscriber
 from wslarkbot.relay.observe import Observers, RelayObserver
 from wslarkbot.relay.runner import RunningRelay
-from wslarkbot.relay.state import STATE_KEY
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
 ADMIN = ("admin", "correct horse battery staple")

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed
 
 from wslarkbot import __version__
 from wslarkbot.relay import run_relay
+from wslarkbot.relay.app import STATE_KEY
 from wslarkbot.relay.runner import RunningRelay
-from wslarkbot.relay.state import STATE_KEY
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
 EVENT = {"schema": "2.0", "header": {"event_type": "im.message.receive_v1", "event_id": "e"}, "event": {}}

@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from redis_server import REDIS_MARKS, Node, redis_server_fixture  # noqa: F401  (registers `redis_server`)
 from wslarkbot.relay import RelayConfig, create_app, run_relay
+from wslarkbot.relay.app import STATE_KEY
 from wslarkbot.relay.redis_hub import RedisHub
 from wslarkbot.relay.runner import RunningRelay
-from wslarkbot.relay.state import STATE_KEY
 from wslarkbot.relay.testing import SIGNED, RedisServer, ServeProcess, recv_json, test_config
 
 pytestmark = [*REDIS_MARKS, pytest.mark.timeout(90)]

@@ -28,15 +28,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from ..exceptions import ConfigurationError
-from .answer import error_answer, to_response
+from .answer import error_answer
 from .auth import parse_basic_auth
 from .config import RelayConfig
 from .dashboard import DashboardObserver
 from .htpasswd import entry_scheme, verify_entry
-from .longconn.server import GATEWAY_KEY
 from .metrics import MetricsObserver, RelayCollector, render
 from .observe import Observers
-from .state import STATE_KEY
+from .routes import STATE_KEY, to_response
 
 __all__ = ["ADMIN_KEY", "ADMIN_REALM", "Admin", "AdminCredentials", "install"]
 
@@ -199,19 +198,11 @@ async def _asset(request: web.Request) -> web.StreamResponse:
 async def _api(request: web.Request) -> web.StreamResponse:
     """``GET /dashboard/api``: the live view as JSON (metadata only; see :mod:`.dashboard`)."""
     state = request.app[STATE_KEY]
-    gateway = request.app.get(GATEWAY_KEY)
     extra: dict[str, object] = {"hub": state.hub.describe()}
-    if gateway is not None:
-        extra["gateway"] = gateway.counts()
+    if state.gateway is not None:
+        extra["gateway"] = state.gateway.counts()
     data = request.app[ADMIN_KEY].dashboard.snapshot(state.hub, extra)
     return web.json_response(data, headers={"Cache-Control": "no-store"})
-
-
-async def _observe_gateway(app: web.Application) -> None:
-    """On startup: the long-connection gateway (mounted after :func:`install`) reports to the observers."""
-    gateway = app.get(GATEWAY_KEY)
-    if gateway is not None:
-        gateway.observer = app[STATE_KEY].observer
 
 
 def install(app: web.Application) -> Admin:
@@ -233,7 +224,6 @@ def install(app: web.Application) -> Admin:
     app[ADMIN_KEY] = admin
     # The dashboard only serves an admin; without one, recording for it would cost every webhook for nothing.
     state.observer = Observers((metrics, dashboard)) if credentials is not None else metrics
-    app.on_startup.append(_observe_gateway)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/dashboard", _admin_only(_page))
     app.router.add_get("/dashboard/", _to_dashboard)  # the page's relative links need /dashboard

@@ -1,8 +1,9 @@
 """What the relay answers an HTTP request, independent of the server that writes it. No I/O.
 
 The webhook and reply logic (:mod:`.publish`) and the subscription checks (:mod:`.subscribe`) return an
-:class:`Answer`; the aiohttp routes turn it into a ``web.Response`` (:func:`to_response`) and the fast path
-(:mod:`.fastpath`) serialises it itself, so both servers answer the same status, body and headers.
+:class:`Answer`; the aiohttp routes turn it into a ``web.Response`` (:func:`.routes.to_response`) and the
+fast path (:mod:`.fastpath`) serialises it itself, so both servers answer the same status, body and
+headers.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from aiohttp import web
-
-__all__ = ["INTERNAL_ERROR", "SUCCESS", "Answer", "Origin", "error_answer", "to_response"]
+__all__ = ["INTERNAL_ERROR", "SUCCESS", "Answer", "Origin", "error_answer"]
 
 
 class Origin(NamedTuple):
@@ -47,16 +45,3 @@ def error_answer(status: int, msg: str, headers: Mapping[str, str] | None = None
 #: The answer to a request whose handling raised (a bug): the same on both servers (logged with a traceback
 #: by :func:`~.state.internal_error`).
 INTERNAL_ERROR = error_answer(500, "internal relay error")
-
-
-def to_response(answer: Answer) -> web.Response:
-    """The aiohttp response for ``answer`` (``Content-Type: application/json; charset=utf-8``)."""
-    from aiohttp import web
-
-    return web.Response(
-        status=answer.status,
-        body=answer.body,
-        headers=answer.headers,
-        content_type="application/json",
-        charset="utf-8",
-    )

@@ -5,6 +5,8 @@ Routes (docs/protocol.md):
 * ``POST /hook/<app_id>``, ``POST /org_<name>/<app_id>``: Feishu's webhooks (:mod:`.publish`);
 * ``GET /sub/<ch1,ch2,...>``: WebSocket subscriptions (:mod:`.subscribe`);
 * ``POST /sub/<request_id>``: replies of original clients (:mod:`.publish`);
+
+(their aiohttp handlers are in :mod:`.routes`, the fast path's in :mod:`.fastpath`)
 * ``GET /status`` (JSON counters), ``GET /healthz`` (``ok``);
 * with ``gateway_config``: ``POST /callback/ws/endpoint`` and ``GET /callback/ws/v2``, Feishu's
   long-connection protocol for the apps listed in that file (:mod:`.longconn`, docs/long-connection.md).
@@ -19,16 +21,13 @@ from aiohttp import WSCloseCode, web
 
 from ..exceptions import ConfigurationError
 from . import admin
-from .answer import to_response
 from .auth import AccessPolicy
 from .buffer import BufferPolicy
 from .config import RelayConfig
 from .hub import Hub, InMemoryHub
-from .longconn.server import GATEWAY_KEY
-from .publish import handle_reply_post, handle_webhook
+from .routes import STATE_KEY, handle_reply_post, handle_subscribe, handle_webhook, internal_errors
 from .stall import watch_stalls
-from .state import STATE_KEY, SWITCHED_KEY, Closable, RelayState, internal_error, log
-from .subscribe import handle_subscribe
+from .state import Closable, RelayState, log
 
 __all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
 
@@ -44,9 +43,8 @@ def status_snapshot(app: web.Application) -> dict[str, Any]:
     out.update(state.hub.describe())
     if state.config.buffer:
         out["buffer_stalled"] = state.buffer_stalled
-    gateway = app.get(GATEWAY_KEY)
-    if gateway is not None:
-        out["gateway"] = gateway.counts()
+    if state.gateway is not None:
+        out["gateway"] = state.gateway.counts()
     return out
 
 
@@ -73,21 +71,6 @@ async def _on_shutdown(app: web.Application) -> None:
     await asyncio.gather(*(close(ws) for ws in conns))
     for task in list(state.tasks):
         task.cancel()
-
-
-@web.middleware
-async def _internal_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A handler that raises (a bug) gets the fast path's answer: a JSON 500, and the same log line."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException:
-        raise
-    except Exception:
-        answer = internal_error(request.method, request.path)
-        if request.get(SWITCHED_KEY):
-            raise
-        return to_response(answer)
 
 
 def default_hub(config: RelayConfig) -> Hub:
@@ -146,7 +129,7 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
         hub = default_hub(config)
     state = RelayState(config=config, hub=hub, access=AccessPolicy(config))
     # client_max_size only guards request.read()/post(); bodies are read through publish.read_body.
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_internal_errors])
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[internal_errors])
     app[STATE_KEY] = state
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
@@ -161,5 +144,8 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
         # Imported only when configured: the gateway is an optional feature (docs/long-connection.md).
         from .longconn import Gateway, load_gateway_config
 
-        Gateway(load_gateway_config(config.gateway_config), redis_url=config.redis_url).install(app)
+        gateway = Gateway(load_gateway_config(config.gateway_config), redis_url=config.redis_url)
+        gateway.install(app)
+        gateway.observer = state.observer  # its webhooks in the same metrics and dashboard
+        state.gateway = gateway
     return app

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .observe import RelayObserver, channel_kind
+from .outcomes import WebhookOutcome
 
 if TYPE_CHECKING:
     from .hub import Hub, Subscriber
@@ -35,6 +36,10 @@ RATE_WINDOW = 10
 #: Most subscribers and channels listed in one API answer (the oldest subscribers, the busiest channels
 #: first); the gauges still count all of them.
 MAX_LISTED = 500
+
+
+#: one recent delivery: time, channel, request id, kind, status, outcome, latency, delivered
+_Recent = tuple[float, str, str, str, int, WebhookOutcome, float, int]
 
 
 class _Rates:
@@ -89,9 +94,7 @@ class DashboardObserver(RelayObserver):
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.started = clock()
-        self.recent: collections.deque[tuple[float, str, str, str, int, str, float, int]] = collections.deque(
-            maxlen=RECENT
-        )
+        self.recent: collections.deque[_Recent] = collections.deque(maxlen=RECENT)
         self.totals = {"received": 0, "delivered": 0, "acked": 0, "failed": 0}
         #: channel -> [received, failed, last event time, last status]
         self.channels: dict[str, list[Any]] = {}
@@ -107,7 +110,7 @@ class DashboardObserver(RelayObserver):
         kind: str,
         delivered: int,
         status: int,
-        outcome: str,
+        outcome: WebhookOutcome,
         latency: float,
     ) -> None:
         now = self.clock()
@@ -117,7 +120,7 @@ class DashboardObserver(RelayObserver):
         totals["received"] += 1
         if delivered:
             totals["delivered"] += 1
-        if outcome.startswith("ack-"):
+        if outcome.acked:
             totals["acked"] += 1
         if failed:
             totals["failed"] += 1
@@ -195,7 +198,7 @@ class DashboardObserver(RelayObserver):
                 "request_id": request_id,
                 "kind": kind,
                 "status": status,
-                "outcome": outcome,
+                "outcome": outcome.value,
                 "latency_ms": round(latency * 1000, 1),
                 "delivered": delivered,
             }

@@ -50,9 +50,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .. import __version__
-from .longconn.server import GATEWAY_KEY
 from .observe import RelayObserver, channel_kind
-from .state import STATE_KEY
+from .outcomes import WebhookOutcome
+from .routes import STATE_KEY
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -86,8 +86,8 @@ class MetricsObserver(RelayObserver):
         self.delivered: dict[str, int] = dict.fromkeys(_KINDS, 0)
         self.frames: dict[str, int] = dict.fromkeys(_KINDS, 0)
         self.acked: dict[str, int] = dict.fromkeys(_KINDS, 0)
-        self.answered: dict[tuple[str, str, int], int] = {}
-        self.failed: dict[tuple[str, str], int] = {}
+        self.answered: dict[tuple[str, WebhookOutcome, int], int] = {}
+        self.failed: dict[tuple[str, WebhookOutcome], int] = {}
         #: per channel kind: non-cumulative counts per bucket of :data:`LATENCY_BUCKETS`, then +Inf
         self.latency_buckets: dict[str, list[int]] = {ck: [0] * (len(LATENCY_BUCKETS) + 1) for ck in _KINDS}
         self.latency_sum: dict[str, float] = dict.fromkeys(_KINDS, 0.0)
@@ -103,7 +103,7 @@ class MetricsObserver(RelayObserver):
         kind: str,
         delivered: int,
         status: int,
-        outcome: str,
+        outcome: WebhookOutcome,
         latency: float,
     ) -> None:
         ck = channel_kind(channel)
@@ -113,7 +113,7 @@ class MetricsObserver(RelayObserver):
         if delivered:
             self.delivered[ck] += 1
             self.frames[ck] += delivered
-        if outcome.startswith("ack-"):
+        if outcome.acked:
             self.acked[ck] += 1
         akey = (ck, outcome, status)
         answered = self.answered
@@ -169,7 +169,7 @@ class _CountersCollector(Collector):
             labels=["channel_kind", "outcome", "status"],
         )
         for (ck, outcome, status), n in list(m.answered.items()):
-            answered.add_metric([ck, outcome, str(status)], n)
+            answered.add_metric([ck, outcome.value, str(status)], n)
         yield answered
         failed = CounterMetricFamily(
             "wslarkbot_webhooks_failed",
@@ -177,7 +177,7 @@ class _CountersCollector(Collector):
             labels=["channel_kind", "outcome"],
         )
         for (ck, outcome), n in list(m.failed.items()):
-            failed.add_metric([ck, outcome], n)
+            failed.add_metric([ck, outcome.value], n)
         yield failed
         latency = HistogramMetricFamily(
             "wslarkbot_webhook_reply_latency_seconds",
@@ -258,7 +258,7 @@ class RelayCollector(Collector):
             yield GaugeMetricFamily(
                 "wslarkbot_redis_connected", "1 while the Redis hub's connection is up", value=int(connected)
             )
-        gateway = self.app.get(GATEWAY_KEY)
+        gateway = self.app[STATE_KEY].gateway
         if gateway is not None:
             conns = GaugeMetricFamily(
                 "wslarkbot_gateway_connections", "Long-connection clients per gateway app", labels=["app_id"]

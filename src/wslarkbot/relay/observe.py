@@ -16,13 +16,8 @@ Events:
   subscription opened / closed (with its close code).
 * :meth:`RelayObserver.subscriber_answered` — a subscriber's ``ack`` or ``reply`` was accepted.
 
-Outcome names (``publish.py``): ``ack-ws``, ``reply-ws``, ``reply-http`` (the bot answered), ``delivered``
-(original-protocol subscribers only, answered 200 at once), ``no-subscriber`` (503), ``timeout`` (504),
-``shutdown`` (503), ``error`` (500), or the name of the limit that refused it after publishing started
-(e.g. the hub's backend being unavailable, 503). Webhooks of long-connection gateway apps
-(:mod:`.longconn`) report ``ack-gateway``, ``reply-gateway``, ``challenge-gateway``, ``error-gateway``
-(the bot's handler failed: 500/502), ``rejected`` (bad signature or token: 4xx), ``no-subscriber`` and
-``timeout``; their request id is Feishu's ``X-Request-Id`` or ``-``.
+Outcomes (:class:`~.outcomes.WebhookOutcome`): one list for the relay's webhooks and those of long-connection
+gateway apps (:mod:`.longconn`, whose request id is Feishu's ``X-Request-Id`` or ``-``).
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .hub import Subscriber
+    from .outcomes import WebhookOutcome
 
 __all__ = ["NULL_OBSERVER", "Observers", "RelayObserver", "channel_kind"]
 
@@ -51,7 +47,7 @@ class RelayObserver:
         kind: str,
         delivered: int,
         status: int,
-        outcome: str,
+        outcome: WebhookOutcome,
         latency: float,
     ) -> None:
         """A webhook was answered.
@@ -62,7 +58,7 @@ class RelayObserver:
             kind: ``challenge``, ``callback`` or ``event`` (:class:`~.policy.WaitKind` value).
             delivered: subscribers that received the envelope.
             status: the HTTP status Feishu got.
-            outcome: see the module docstring.
+            outcome: how it was answered (:mod:`.outcomes`).
             latency: seconds from receiving the request to answering it.
         """
 
@@ -92,7 +88,7 @@ class Observers(RelayObserver):
         kind: str,
         delivered: int,
         status: int,
-        outcome: str,
+        outcome: WebhookOutcome,
         latency: float,
     ) -> None:
         for obs in self.observers:

@@ -1,9 +1,9 @@
 """Feishu's webhook POSTs and original clients' ``POST /sub/<request_id>`` replies.
 
-The logic returns an :class:`~.answer.Answer` and is shared by both servers: the aiohttp routes below
-(:func:`handle_webhook`, :func:`handle_reply_post`) and the fast path (:mod:`.fastpath`), which parse the
-request their own way and call :func:`webhook_channel` + :func:`publish_webhook`, or
-:func:`check_reply_target` + :func:`resolve_reply`.
+The logic returns an :class:`~.answer.Answer` and is shared by both servers: the aiohttp routes
+(:mod:`.routes`) and the fast path (:mod:`.fastpath`) parse the request their own way and call
+:func:`webhook_channel` + :func:`publish_webhook` (or hand a gateway app's webhook, :func:`gateway_for`, to
+the gateway), or :func:`check_reply_target` + :func:`resolve_reply`. No I/O of its own, no aiohttp.
 
 One log line per webhook: request id, channel, kind, delivered count, status, latency. No bodies.
 """
@@ -15,24 +15,21 @@ import logging
 import uuid
 from collections.abc import Iterable
 
-from aiohttp import web
-
 from .. import _json
 from ..exceptions import ProtocolError
 from ..wire import CHANNEL_RE, HOOK_ORG_ID, REQUEST_ID_RE, Envelope, filter_headers, is_org_channel
-from .answer import SUCCESS, Answer, Origin, error_answer, to_response
+from .answer import SUCCESS, Answer, Origin, error_answer
 from .limits import LimitExceeded
-from .longconn.server import GATEWAY_KEY
+from .outcomes import WebhookOutcome, answered_by, refused_by
 from .pending import TIMED_OUT, Outcome, PendingEntry, Resolution, wait_outcome
 from .policy import WaitKind, classify, timeout_for
-from .state import STATE_KEY, RelayState, log, refusal
+from .state import GatewayPort, RelayState, log, refusal
 
 __all__ = [
+    "NACKED",
     "check_reply_target",
-    "handle_reply_post",
-    "handle_webhook",
+    "gateway_for",
     "publish_webhook",
-    "read_body",
     "reject",
     "resolve_reply",
     "too_big",
@@ -43,24 +40,6 @@ _BUFFERED = Answer(200, b'{"msg":"buffered"}')
 _REPLY_OK = Answer(200, b'{"ok": true}')
 #: The answer to a request the bot nacked: one and the same whatever the bot's reason (no oracle).
 NACKED = error_answer(500, "the bot did not handle this request")
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes.
-
-    Raises:
-        LimitExceeded: 413 when the body (declared or actual) is larger.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        raise too_big(limit)
-    data = bytearray()
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            raise too_big(limit)
 
 
 def too_big(limit: int) -> LimitExceeded:
@@ -83,10 +62,6 @@ def reject(state: RelayState, origin: Origin, exc: LimitExceeded, **context: obj
         exc.limit,
         " ".join(f"{k}={v}" for k, v in context.items()),
     )
-
-
-def _origin(request: web.Request) -> Origin:
-    return Origin(request.method, request.path, request.remote)
 
 
 def _buffered(state: RelayState) -> Answer:
@@ -118,27 +93,14 @@ def webhook_channel(state: RelayState, origin: Origin, org: str, app_id: str) ->
     return app_id if org == HOOK_ORG_ID else org
 
 
-async def handle_webhook(request: web.Request) -> web.StreamResponse:
-    """``POST /hook/<app_id>`` and ``POST /org_<name>/<app_id>``: publish, then maybe wait for the bot."""
-    state = request.app[STATE_KEY]
-    origin = _origin(request)
-    org = request.match_info["org"]
-    app_id = request.match_info["app_id"]
-    channel = webhook_channel(state, origin, org, app_id)
-    if isinstance(channel, Answer):
-        return to_response(channel)
-    try:
-        raw = await read_body(request, state.config.max_body_bytes)
-    except LimitExceeded as exc:
-        return to_response(reject(state, origin, exc, channel=channel))
-    # Apps listed in --gateway-config are served over Feishu's long-connection protocol instead
-    # (docs/long-connection.md); the body limit above applies to them too.
-    gateway = request.app.get(GATEWAY_KEY)
-    if org == HOOK_ORG_ID and gateway is not None and gateway.serves(app_id):
-        return await gateway.webhook_response(app_id, request.headers, raw)
-    return to_response(
-        await publish_webhook(state, origin, channel, org, app_id, request.headers.items(), raw)
-    )
+def gateway_for(state: RelayState, org: str, app_id: str) -> GatewayPort | None:
+    """The long-connection gateway if ``POST /<org>/<app_id>`` is one of its apps' webhooks, else None.
+
+    Apps listed in ``--gateway-config`` are served over Feishu's long-connection protocol instead
+    (docs/long-connection.md); the body limit applies to them too.
+    """
+    gateway = state.gateway
+    return gateway if org == HOOK_ORG_ID and gateway is not None and gateway.serves(app_id) else None
 
 
 async def publish_webhook(
@@ -192,7 +154,7 @@ async def publish_webhook(
 
     status = 500
     delivered_n = 0
-    outcome_name = "error"
+    result = WebhookOutcome.ERROR
     try:
         timeout = timeout_for(kind, state.config)
         deadline = loop.time() + timeout
@@ -203,17 +165,17 @@ async def publish_webhook(
             )
             delivery = await state.hub.deliver(event, timeout=timeout)
         except LimitExceeded as exc:
-            status, outcome_name = exc.status, exc.limit
+            status, result = exc.status, refused_by(exc)
             return reject(state, origin, exc, channel=channel, request_id=request_id)
         delivered_n = delivery.subscribers
         state.stats.published += 1
         state.stats.delivered += delivered_n
         if not delivered_n:
             if event.buffered:
-                status, outcome_name = 200, "buffered"
+                status, result = 200, WebhookOutcome.BUFFERED
                 return _buffered(state)
             state.stats.undelivered += 1
-            status, outcome_name = 503, "no-subscriber"
+            status, result = 503, WebhookOutcome.NO_SUBSCRIBER
             return error_answer(
                 503,
                 f"no subscriber connected for channel {channel}",
@@ -222,29 +184,29 @@ async def publish_webhook(
         if entry is None or (kind is WaitKind.EVENT and not delivery.protocol2):
             # entry is None: an event nobody could answer (a hub that says so does not suspend, so no
             # protocol-2 subscriber can have appeared since).
-            status, outcome_name = 200, "delivered"
+            status, result = 200, WebhookOutcome.DELIVERED
             return SUCCESS
         # The deadline counts from publishing: a shared hub may have spent some of it collecting
         # delivery reports from other nodes.
         outcome = await wait_outcome(entry, max(0.0, deadline - loop.time()))
         if outcome is TIMED_OUT:
             if event.buffered:  # kept: replayed to the next subscriber that connects (docs/delivery.md)
-                status, outcome_name = 200, "buffered-timeout"
+                status, result = 200, WebhookOutcome.BUFFERED_TIMEOUT
                 return _buffered(state)
             state.stats.timeouts += 1
-            status, outcome_name = 504, "timeout"
+            status, result = 504, WebhookOutcome.TIMEOUT
             return error_answer(504, f"no reply from the bot within {timeout:g} s")
         if outcome.kind == "shutdown":
             if event.buffered and state.hub.durable_buffers:  # the buffer outlives this node
-                status, outcome_name = 200, "buffered-shutdown"
+                status, result = 200, WebhookOutcome.BUFFERED_SHUTDOWN
                 return _buffered(state)
-            status, outcome_name = 503, "shutdown"
+            status, result = 503, WebhookOutcome.SHUTDOWN
             return error_answer(503, "relay is shutting down", {"Retry-After": str(state.config.retry_after)})
         if event.buffered:  # settled: acked or replied, or (nack) Feishu delivers it again
             await state.hub.mark_acked(channel, event.entry_id)
         if outcome.kind == "nack":
             state.stats.nacks += 1
-            status, outcome_name = 500, f"nack-{outcome.via}"
+            status, result = 500, answered_by(outcome.kind, outcome.via)
             return NACKED
         if outcome.kind == "ack":
             state.stats.acks += 1
@@ -254,16 +216,14 @@ async def publish_webhook(
                 # An encrypted body looked like an event; a bot that replies with a body says it was a
                 # callback (an event is acked): shown as one in the log, metrics and dashboard.
                 kind = WaitKind.CALLBACK
-        status, outcome_name = 200, f"{outcome.kind}-{outcome.via}"
+        status, result = 200, answered_by(outcome.kind, outcome.via)
         return _reply_answer(outcome)
     finally:
         if entry is not None:
             await state.hub.cancel_pending(request_id)
         latency = loop.time() - started
         kind_name = kind._value_  # kind.value is a Python-level property call on Python 3.11
-        state.observer.webhook_answered(
-            channel, request_id, kind_name, delivered_n, status, outcome_name, latency
-        )
+        state.observer.webhook_answered(channel, request_id, kind_name, delivered_n, status, result, latency)
         if log.isEnabledFor(logging.INFO):  # skip building the arguments at --log-level WARNING
             log.info(
                 "webhook request_id=%s channel=%s kind=%s delivered=%d status=%d outcome=%s latency_ms=%.1f",
@@ -272,7 +232,7 @@ async def publish_webhook(
                 kind_name,
                 delivered_n,
                 status,
-                outcome_name,
+                result._value_,
                 latency * 1000,
                 # Fields for --log-json (cli.py); plain-text logs show them in the message.
                 extra={
@@ -282,21 +242,6 @@ async def publish_webhook(
                     "latency_ms": round(latency * 1000, 1),
                 },
             )
-
-
-async def handle_reply_post(request: web.Request) -> web.StreamResponse:
-    """``POST /sub/<request_id>`` with a JSON body: the original client's reply; the body is the response."""
-    state = request.app[STATE_KEY]
-    origin = _origin(request)
-    request_id = request.match_info["target"]
-    refused = check_reply_target(state, origin, request_id)
-    if refused is not None:
-        return to_response(refused)
-    try:
-        raw = await read_body(request, state.config.max_body_bytes)
-    except LimitExceeded as exc:
-        return to_response(reject(state, origin, exc, request_id=request_id))
-    return to_response(await resolve_reply(state, origin, request_id, raw))
 
 
 def check_reply_target(state: RelayState, origin: Origin, request_id: str) -> Answer | None:

@@ -1,12 +1,11 @@
-"""The relay's shared state, stored on the aiohttp application."""
+"""The relay's shared state, one per relay (the aiohttp application holds it, :mod:`.routes`). No aiohttp."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-
-from aiohttp import web
 
 from .answer import INTERNAL_ERROR, Answer, error_answer
 from .auth import AccessPolicy
@@ -16,7 +15,7 @@ from .limits import BackendUnavailable, LimitExceeded
 from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
 
-__all__ = ["STATE_KEY", "SWITCHED_KEY", "Closable", "RelayState", "internal_error", "log", "refusal"]
+__all__ = ["Closable", "GatewayPort", "RelayState", "internal_error", "log", "refusal"]
 
 log = logging.getLogger("wslarkbot.relay")
 
@@ -28,6 +27,25 @@ class Closable(Protocol):
     """A subscriber's connection as shutdown sees it (aiohttp's WebSocketResponse or the fast path's)."""
 
     async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+class GatewayPort(Protocol):
+    """The long-connection gateway (:mod:`.longconn`, ``--gateway-config``) as the relay core sees it."""
+
+    #: where it reports answered webhooks (admin.install() points it at the relay's observer)
+    observer: RelayObserver
+
+    def serves(self, app_id: str) -> bool:
+        """Whether ``app_id``'s webhooks go to the gateway rather than to subscribers."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Connected long-connection clients per app."""
+        ...
+
+    async def webhook_answer(self, app_id: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Verify, deliver and answer one webhook of a gateway app (body already read and size-limited)."""
+        ...
 
 
 @dataclass
@@ -45,11 +63,8 @@ class RelayState:
     buffer_stalled: int = 0
     #: metrics and dashboard (relay/observe.py); admin.install() sets it, the default does nothing.
     observer: RelayObserver = NULL_OBSERVER
-
-
-STATE_KEY: web.AppKey[RelayState] = web.AppKey("wslarkbot_relay_state", RelayState)
-#: Set on a request once it became a WebSocket: an error after that cannot be answered with HTTP.
-SWITCHED_KEY: web.RequestKey[bool] = web.RequestKey("wslarkbot_switched", bool)
+    #: the long-connection gateway, if one is mounted (create_app with ``gateway_config``)
+    gateway: GatewayPort | None = None
 
 
 def internal_error(method: str, path: str) -> Answer:

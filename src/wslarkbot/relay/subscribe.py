@@ -1,20 +1,19 @@
-"""WebSocket side of the relay: ``GET /sub/<ch1,ch2,...>``.
+"""WebSocket side of the relay: ``GET /sub/<ch1,ch2,...>``, shared by both servers (no I/O, no aiohttp).
 
-Per connection: one reader (this handler) and one writer task draining the subscriber's buffer, so
-publishing never waits on a slow socket. Checks, in order: channel syntax and count (400), WebSocket
-upgrade (426), credentials (401/403), subscribers per channel (503). Then, with ``?proto=2``, the hello
-frame; then the replay of buffered channels (``?since=``, docs/delivery.md), then envelopes; ``?group=``
-joins a subscriber group. Text ``PING`` -> ``PONG``. Protocol-2 ``reply``/``ack`` frames answer waiting
-requests of the connection's own channels; refused ones get an ``error`` frame.
+Per connection (:mod:`.routes` for aiohttp, :mod:`.fastpath` for the fast path): one reader and one writer
+draining the subscriber's buffer, so publishing never waits on a slow socket. Checks, in order: channel
+syntax and count (400), WebSocket upgrade (426), credentials (401/403), subscribers per channel (503).
+Then, with ``?proto=2``, the hello frame; then the replay of buffered channels (``?since=``,
+docs/delivery.md), then envelopes; ``?group=`` joins a subscriber group. Text ``PING`` -> ``PONG``.
+Protocol-2 ``reply``/``ack``/``nack`` frames answer waiting requests of the connection's own channels;
+refused ones get an ``error`` frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Mapping
-
-from aiohttp import WSCloseCode, WSMsgType, web
+from collections.abc import Mapping
 
 from .. import __version__, _json
 from ..exceptions import ProtocolError
@@ -29,21 +28,19 @@ from ..wire import (
     encode_message,
     parse_client_message,
 )
-from .answer import Answer, Origin, to_response
+from .answer import Answer, Origin
 from .auth import REALM
 from .buffer import parse_since
 from .groups import GROUP_RE
 from .hub import Subscriber
 from .limits import LimitExceeded, parse_channel_list
 from .pending import Outcome, Resolution
-from .state import STATE_KEY, SWITCHED_KEY, Closable, RelayState, log, refusal
-from .ws_policy import CLOSE_TRY_AGAIN_LATER, ws_failed
+from .state import Closable, RelayState, log, refusal
 
 __all__ = [
     "SERVER_NAME",
     "connected",
     "disconnected",
-    "handle_subscribe",
     "on_client_frame",
     "open_subscription",
     "refuse",
@@ -75,14 +72,6 @@ def refuse(state: RelayState, origin: Origin, exc: LimitExceeded) -> Answer:
     )
 
 
-async def _writer(ws: web.WebSocketResponse, sub: Subscriber) -> None:
-    while True:
-        frame = await sub.next_frame()
-        if frame is None:
-            return
-        await ws.send_str(frame)
-
-
 def too_slow(state: RelayState, sub: Subscriber) -> None:
     """Count and log a subscriber that could not keep up (the caller closes it 1013)."""
     state.stats.rejected += 1
@@ -93,32 +82,6 @@ def too_slow(state: RelayState, sub: Subscriber) -> None:
         sub.buffered_bytes,
         sub.max_buffer_bytes,
     )
-
-
-def _kick_slow(
-    state: RelayState, request: web.Request, ws: web.WebSocketResponse, writer: asyncio.Task[None]
-) -> Callable[[Subscriber], None]:
-    """The overload callback: log once, close the connection 1013 (abort it if even that stalls)."""
-
-    def on_overload(sub: Subscriber) -> None:
-        too_slow(state, sub)
-
-        async def kick() -> None:
-            await state.hub.unsubscribe(sub)
-            writer.cancel()
-            try:
-                await asyncio.wait_for(
-                    ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"subscriber too slow"), 1.0
-                )
-            except (asyncio.TimeoutError, ConnectionError):
-                if request.transport is not None:
-                    request.transport.abort()
-
-        task = asyncio.get_running_loop().create_task(kick())
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
-
-    return on_overload
 
 
 def _delivery_options(
@@ -229,64 +192,6 @@ def disconnected(state: RelayState, sub: Subscriber, close_code: int | None) -> 
     state.stats.unsubscribes += 1
     state.observer.subscriber_disconnected(sub, close_code)
     log.info("unsubscribe peer=%s channels=%s close_code=%s", sub.peer, ",".join(sub.channels), close_code)
-
-
-async def handle_subscribe(request: web.Request) -> web.StreamResponse:
-    """``GET /sub/<channels>``: a WebSocket subscription (see the module docstring)."""
-    state = request.app[STATE_KEY]
-    cfg = state.config
-    ws = web.WebSocketResponse(
-        heartbeat=cfg.heartbeat or None,
-        max_msg_size=cfg.max_ws_message_bytes,
-        autoping=True,
-        # No permessage-deflate: the envelope is encoded once and shared by all subscribers; per-connection
-        # compression would cost CPU per subscriber per frame and a deflate context per connection.
-        compress=False,
-    )
-    origin = Origin(request.method, request.path, request.remote)
-    sub = await open_subscription(
-        state,
-        origin,
-        request.match_info["target"],
-        request.query,
-        request.headers,
-        upgrade=ws.can_prepare(request).ok,
-    )
-    if isinstance(sub, Answer):
-        return to_response(sub)
-
-    writer: asyncio.Task[None] | None = None
-    try:
-        await ws.prepare(request)
-        request[SWITCHED_KEY] = True  # an error from here on closes the WebSocket, no HTTP answer
-        set_nodelay(request.transport)
-        writer = asyncio.get_running_loop().create_task(_writer(ws, sub))
-        sub.on_overload = _kick_slow(state, request, ws, writer)
-        connected(state, sub, ws, request.query.get("since", ""))
-        await _read_loop(state, ws, sub)
-    finally:
-        sub.close()
-        state.connections.pop(sub, None)
-        await state.hub.unsubscribe(sub)
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        if not ws.closed and ws.prepared:
-            await ws.close()
-        if writer is not None:
-            disconnected(state, sub, ws.close_code)
-    return ws
-
-
-async def _read_loop(state: RelayState, ws: web.WebSocketResponse, sub: Subscriber) -> None:
-    async for msg in ws:
-        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            await on_client_frame(state, sub, msg.data)
-        elif msg.type == WSMsgType.ERROR:
-            exc = ws.exception()
-            code = getattr(exc, "code", None)  # aiohttp's WebSocketError carries the close code it sends
-            code = code if isinstance(code, int) else int(ws.close_code or WSCloseCode.PROTOCOL_ERROR)
-            ws_failed(state, sub.peer, code, str(exc) or type(exc).__name__)
 
 
 async def on_client_frame(state: RelayState, sub: Subscriber, data: str | bytes) -> None:

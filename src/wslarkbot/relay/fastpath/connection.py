@@ -32,7 +32,7 @@ from multidict import CIMultiDict
 
 from ...wire import HOOK_ORG_ID
 from ..answer import Answer, Origin, error_answer
-from ..publish import check_reply_target, publish_webhook, resolve_reply, webhook_channel
+from ..publish import check_reply_target, gateway_for, publish_webhook, resolve_reply, webhook_channel
 from ..state import internal_error, log
 from ..subscribe import (
     connected,
@@ -310,8 +310,9 @@ class FastConnection(asyncio.Protocol):
             if first == "sub":
                 return _REPLY
             if first == HOOK_ORG_ID:
-                gateway = self.front.gateway
-                return 0 if gateway is not None and gateway.serves(parts[2]) else _WEBHOOK
+                # A gateway app's webhook goes to the gateway (served by aiohttp; the gateway awaits
+                # inside its first step, so it cannot start eagerly).
+                return 0 if gateway_for(self.front.state, first, parts[2]) else _WEBHOOK
             return _WEBHOOK if first.startswith("org_") else 0
         if first != "sub" or head.content_length or _query(head.query) is None:
             return 0

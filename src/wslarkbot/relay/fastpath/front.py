@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from ...exceptions import ConfigurationError
-from ..longconn.server import GATEWAY_KEY
-from ..state import STATE_KEY, log
+from ..routes import STATE_KEY
+from ..state import log
 from .connection import FastConnection
 
 __all__ = ["KEEPALIVE_TIMEOUT", "FastFront", "FastSite"]
@@ -33,7 +33,6 @@ class FastFront:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.state = app[STATE_KEY]
-        self.gateway = app.get(GATEWAY_KEY)
         self.conns: set[FastConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False

@@ -13,11 +13,9 @@ Usage inside the relay::
 
     gateway = Gateway(load_gateway_config(path), redis_url=config.redis_url)   # redis_url: several nodes
     gateway.install(app)                       # routes + shutdown hook
+    state.gateway = gateway                    # where the relay's webhook route finds it (gateway_for)
     ...
-    # in the relay's /hook/<app_id> handler, once the body is read and size-checked:
-    gateway = request.app.get(GATEWAY_KEY)
-    if gateway is not None and gateway.serves(app_id):
-        return await gateway.webhook_response(app_id, request.headers, raw)
+    answer = await gateway.webhook_answer(app_id, headers, raw)   # body read and size-checked by the relay
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from aiohttp import WSMsgType, web
 from ...crypto import secure_equals
 from ...exceptions import ConfigurationError
 from ...wire import REQUEST_ID_RE
+from ..answer import Answer
 from ..limits import BackendUnavailable
 from ..observe import NULL_OBSERVER, RelayObserver
 from .config import GatewayConfig, hash_secret
@@ -59,17 +58,6 @@ CODE_BAD_CREDENTIALS = 403  # not 0 / 1 / 1000040343 -> ClientException in lark-
 HANDSHAKE_FORBIDDEN = 403
 HANDSHAKE_AUTH_FAILED = 514
 AUTHERR_EXCEED_CONN_LIMIT = 1000040350
-#: Webhook outcomes that reached no client (metrics' ``delivered`` count).
-_UNDELIVERED = frozenset(
-    {
-        "rejected",
-        "challenge-gateway",
-        "no-subscriber",
-        "buffered-gateway",
-        "buffer-full",
-        "backend-unavailable",
-    }
-)
 
 
 def _refusal(
@@ -311,7 +299,7 @@ class Gateway:
 
     # --- webhook ----------------------------------------------------------------------------------
 
-    async def webhook_response(self, app_id: str, headers: Mapping[str, str], body: bytes) -> web.Response:
+    async def webhook_answer(self, app_id: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answer Feishu's POST whose body the relay has already read (and size-limited).
 
         Raises:
@@ -319,7 +307,7 @@ class Gateway:
         """
         app = self.config.apps[app_id]
         started = time.monotonic()
-        answer = await relay_webhook(
+        result = await relay_webhook(
             self.router,
             app,
             headers,
@@ -329,23 +317,17 @@ class Gateway:
             replayer=self.replayer if app.replay else None,
         )
         request_id = headers.get("X-Request-Id") or headers.get("x-request-id") or ""
-        delivered = 0 if answer.outcome in _UNDELIVERED else 1
+        answer = result.answer
         self.observer.webhook_answered(
             app_id,
             request_id if REQUEST_ID_RE.match(request_id) else "-",
-            answer.kind,
-            delivered,
+            result.kind,
+            int(result.outcome.reached_bot),
             answer.status,
-            answer.outcome,
+            result.outcome,
             time.monotonic() - started,
         )
-        return web.Response(
-            status=answer.status,
-            body=answer.body,
-            headers=dict(answer.headers),
-            content_type="application/json",
-            charset="utf-8",
-        )
+        return answer
 
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("wslarkbot_longconn_gateway", Gateway)

@@ -22,19 +22,22 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ...events import EventV2, LegacyCardAction, UrlVerification
 from ...exceptions import MalformedRequestError, RequestRejected, rejection_hint
 from ...verify import header_value, verify_request
+from ..answer import SUCCESS, Answer
 from ..limits import BackendUnavailable
+from ..outcomes import WebhookOutcome
 from .config import GatewayApp
 from .hub import DeliveryTimeout, NoClientConnected
 from .replayer import Replayer, ReplayFull
 
 __all__ = [
+    "REJECTED",
     "Deliverer",
-    "HttpAnswer",
+    "GatewayAnswer",
     "OpenedWebhook",
     "http_answer",
     "open_webhook",
@@ -47,8 +50,7 @@ log = logging.getLogger("wslarkbot.relay.longconn")
 #: The answer to every webhook that fails verification, whatever failed (no oracle: a poster must not
 #: tell bad padding from bad JSON from a wrong token); the cause goes to this relay's log, which holds
 #: the app's keys.
-REJECTED_STATUS = 401
-REJECTED_BODY = {"msg": "request rejected"}
+REJECTED = Answer(401, b'{"msg":"request rejected"}')
 
 
 @dataclass(frozen=True)
@@ -62,28 +64,20 @@ class OpenedWebhook:
     event_id: str | None = None
 
 
-@dataclass(frozen=True)
-class HttpAnswer:
-    """What goes back to Feishu; ``kind`` and ``outcome`` describe it for metrics (relay/observe.py)."""
+class GatewayAnswer(NamedTuple):
+    """What goes back to Feishu (the relay's :class:`~..answer.Answer`), with the request ``kind``
+    (``event``, ``callback``, ``challenge``) and the :class:`~..outcomes.WebhookOutcome` for metrics."""
 
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    kind: str = field(default="event", compare=False)
-    outcome: str = field(default="", compare=False)
+    answer: Answer
+    kind: str
+    outcome: WebhookOutcome
 
-    @classmethod
-    def json(
-        cls,
-        status: int,
-        obj: Any,
-        headers: Mapping[str, str] | None = None,
-        *,
-        kind: str = "event",
-        outcome: str = "",
-    ) -> HttpAnswer:
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return cls(status, body, dict(headers or {}), kind, outcome)
+
+def _answer(
+    status: int, obj: Any, headers: Mapping[str, str] | None = None, *, kind: str, outcome: WebhookOutcome
+) -> GatewayAnswer:
+    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return GatewayAnswer(Answer(status, body, dict(headers) if headers else None), kind, outcome)
 
 
 def open_webhook(app: GatewayApp, headers: Mapping[str, str], body: bytes) -> OpenedWebhook:
@@ -112,25 +106,27 @@ def open_webhook(app: GatewayApp, headers: Mapping[str, str], body: bytes) -> Op
     return OpenedWebhook(kind, verified.plaintext, event_type=event.event_type, event_id=str(event_id))
 
 
-def http_answer(opened: OpenedWebhook, answer: Mapping[str, Any]) -> HttpAnswer:
+def http_answer(opened: OpenedWebhook, answer: Mapping[str, Any]) -> GatewayAnswer:
     """Map the client's answer frame payload to Feishu's HTTP response (long-connection.md §1)."""
     kind = opened.kind
     if answer.get("code") != 200:
-        return HttpAnswer.json(500, {"msg": "bot handler failed"}, kind=kind, outcome="error-gateway")
+        return _answer(500, {"msg": "bot handler failed"}, kind=kind, outcome=WebhookOutcome.ERROR_GATEWAY)
     data = answer.get("data")
     if data:
         try:
             raw = base64.b64decode(data, validate=True)
             json.loads(raw)
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-            return HttpAnswer.json(
-                502, {"msg": "bot answered with invalid callback data"}, kind=kind, outcome="error-gateway"
+            return _answer(
+                502,
+                {"msg": "bot answered with invalid callback data"},
+                kind=kind,
+                outcome=WebhookOutcome.ERROR_GATEWAY,
             )
-        return HttpAnswer(200, raw, kind=kind, outcome="reply-gateway")
-    body = {"msg": "success"} if kind == "event" else {}
-    return HttpAnswer.json(
-        200, body, kind=kind, outcome="ack-gateway" if kind == "event" else "reply-gateway"
-    )
+        return GatewayAnswer(Answer(200, raw), kind, WebhookOutcome.REPLY_GATEWAY)
+    if kind == "event":
+        return GatewayAnswer(SUCCESS, kind, WebhookOutcome.ACK_GATEWAY)
+    return GatewayAnswer(Answer(200, b"{}"), kind, WebhookOutcome.REPLY_GATEWAY)
 
 
 class Deliverer(Protocol):
@@ -141,10 +137,8 @@ class Deliverer(Protocol):
     ) -> dict[str, Any]: ...
 
 
-def _unavailable(opened: OpenedWebhook, retry_after: int, msg: str, outcome: str) -> HttpAnswer:
-    return HttpAnswer.json(
-        503, {"msg": msg}, {"Retry-After": str(retry_after)}, kind=opened.kind, outcome=outcome
-    )
+def _unavailable(opened: OpenedWebhook, retry_after: int, msg: str, outcome: WebhookOutcome) -> GatewayAnswer:
+    return _answer(503, {"msg": msg}, {"Retry-After": str(retry_after)}, kind=opened.kind, outcome=outcome)
 
 
 async def relay_webhook(
@@ -156,7 +150,7 @@ async def relay_webhook(
     timeout: float,
     retry_after: int,
     replayer: Replayer | None = None,
-) -> HttpAnswer:
+) -> GatewayAnswer:
     """Verify the webhook, push it to one (or every) client of ``app``, and wait for the answer.
 
     With ``replayer`` (the app has ``replay = true``) events, not callbacks, are stored first: 200 once
@@ -166,10 +160,10 @@ async def relay_webhook(
         opened = open_webhook(app, headers, body)
     except RequestRejected as exc:
         log.warning("gateway webhook for %s rejected: %s", app.app_id, rejection_hint(exc))
-        return HttpAnswer.json(REJECTED_STATUS, REJECTED_BODY, outcome="rejected")
+        return GatewayAnswer(REJECTED, "event", WebhookOutcome.REJECTED)
     if opened.kind == "challenge":
-        return HttpAnswer.json(
-            200, {"challenge": opened.challenge}, kind="challenge", outcome="challenge-gateway"
+        return _answer(
+            200, {"challenge": opened.challenge}, kind="challenge", outcome=WebhookOutcome.CHALLENGE_GATEWAY
         )
     trace_id = header_value(headers, "X-Request-Id")
     where = f"gateway {app.app_id} {opened.event_type} {opened.event_id}"
@@ -178,24 +172,26 @@ async def relay_webhook(
             buffered = await replayer.accept(app, opened.plaintext, trace_id, timeout)
             if buffered is None:
                 log.info("%s: buffered for replay", where)
-                return HttpAnswer.json(200, {"msg": "success"}, kind="event", outcome="buffered-gateway")
+                return GatewayAnswer(SUCCESS, "event", WebhookOutcome.BUFFERED_GATEWAY)
             answer = buffered
         else:
             answer = await hub.deliver(app.app_id, opened.plaintext, timeout=timeout, trace_id=trace_id)
     except NoClientConnected:
         log.warning("%s: no client connected", where)
-        return _unavailable(opened, retry_after, "no bot connected", "no-subscriber")
+        return _unavailable(opened, retry_after, "no bot connected", WebhookOutcome.NO_SUBSCRIBER)
     except ReplayFull:
         log.warning("%s: replay buffer full (%d events)", where, app.replay_size)
-        return _unavailable(opened, retry_after, "replay buffer full", "buffer-full")
+        return _unavailable(opened, retry_after, "replay buffer full", WebhookOutcome.BUFFER_FULL)
     except BackendUnavailable:
         log.warning("%s: redis unavailable", where)
-        return _unavailable(opened, retry_after, "relay backend unavailable", "backend-unavailable")
+        return _unavailable(
+            opened, retry_after, "relay backend unavailable", WebhookOutcome.BACKEND_UNAVAILABLE
+        )
     except DeliveryTimeout:
         log.warning("%s: no answer in time", where)
-        return HttpAnswer.json(
-            504, {"msg": "bot did not answer in time"}, kind=opened.kind, outcome="timeout"
+        return _answer(
+            504, {"msg": "bot did not answer in time"}, kind=opened.kind, outcome=WebhookOutcome.TIMEOUT
         )
     result = http_answer(opened, answer)
-    log.info("%s -> %d", where, result.status)
+    log.info("%s -> %d", where, result.answer.status)
     return result
