@@ -93,7 +93,7 @@ async def test_webhook_at_node_a_reaches_the_bot_connected_to_node_b(
 ) -> None:
     cluster = await start_cluster(replay=replay)
     bot = await bots(cluster.b.url)
-    await cluster.gateway(cluster.b).hub.wait_for_connections(APP_ID, 1, WAIT)
+    await cluster.gateway(cluster.b).clients.wait_for_connections(APP_ID, 1, WAIT)
     assert cluster.gateway(cluster.a).counts() == {APP_ID: 0}
     payload = _message("via node a")
     assert await push(http, cluster.a, payload) == (200, {"msg": "success"})
@@ -109,7 +109,7 @@ async def test_card_callback_at_node_a_gets_the_toast_from_the_bot_on_node_b(
 ) -> None:
     cluster = await start_cluster(replay=replay)
     bot = await bots(cluster.b.url)
-    await cluster.gateway(cluster.b).hub.wait_for_connections(APP_ID, 1, WAIT)
+    await cluster.gateway(cluster.b).clients.wait_for_connections(APP_ID, 1, WAIT)
     payload = _sample("card.action.trigger.json")
     status, body = await push(http, cluster.a, payload)
     assert status == 200
@@ -148,28 +148,28 @@ async def test_ticket_from_node_a_opens_node_b_once(start_cluster: Any, http: An
     url = await _endpoint(http, cluster.a)
     on_b = url.replace(f":{cluster.a.port}/", f":{cluster.b.port}/")
     async with websockets.connect(on_b, proxy=None):
-        await cluster.gateway(cluster.b).hub.wait_for_connections(APP_ID, 1, WAIT)
+        await cluster.gateway(cluster.b).clients.wait_for_connections(APP_ID, 1, WAIT)
         assert await _handshake_status(http, url) == "500"  # already used (on the other node): retryable
 
 
 async def test_connection_limit_counts_the_connections_of_every_node(start_cluster: Any, http: Any) -> None:
     cluster = await start_cluster(max_connections=1)
     async with websockets.connect(await _endpoint(http, cluster.a), proxy=None):
-        await cluster.gateway(cluster.a).hub.wait_for_connections(APP_ID, 1, WAIT)
+        await cluster.gateway(cluster.a).clients.wait_for_connections(APP_ID, 1, WAIT)
         async with http.get("http" + (await _endpoint(http, cluster.b))[2:]) as resp:
             assert resp.headers["handshake-status"] == "514"
             assert resp.headers["handshake-autherrcode"] == "1000040350"
-    await cluster.gateway(cluster.a).hub.wait_for_connections(APP_ID, 0, WAIT)
+    await cluster.gateway(cluster.a).clients.wait_for_connections(APP_ID, 0, WAIT)
     url = await _endpoint(http, cluster.b)  # the slot is free again, on any node
     async with websockets.connect(url, proxy=None):
-        await cluster.gateway(cluster.b).hub.wait_for_connections(APP_ID, 1, WAIT)
+        await cluster.gateway(cluster.b).clients.wait_for_connections(APP_ID, 1, WAIT)
 
 
 async def test_event_on_a_bot_killed_on_node_b_is_redelivered_to_a_bot_on_node_a(
     start_cluster: Any, bots: Any, http: Any
 ) -> None:
     cluster = await start_cluster(replay=True)
-    hub_b = cluster.gateway(cluster.b).hub
+    hub_b = cluster.gateway(cluster.b).clients
     stuck = await bots(cluster.b.url, block=True)
     await hub_b.wait_for_connections(APP_ID, 1, WAIT)
     payload = _message("survive a dead bot")
@@ -214,7 +214,7 @@ async def test_after_a_redis_restart_a_webhook_at_node_a_reaches_the_bot_still_c
     stays connected; answers during and after the outage are 200 only for events the bot received."""
     cluster = await start_cluster(replay=replay)
     bot = await bots(cluster.b.url)
-    await cluster.gateway(cluster.b).hub.wait_for_connections(APP_ID, 1, WAIT)
+    await cluster.gateway(cluster.b).clients.wait_for_connections(APP_ID, 1, WAIT)
     await cluster.redis.stop()
     during = _message("during the outage")
     status, _ = await push(http, cluster.a, during)

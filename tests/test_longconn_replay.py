@@ -150,7 +150,7 @@ async def test_event_sent_while_no_bot_is_connected_reaches_the_bot_started_late
 async def test_event_in_flight_on_a_killed_bot_is_redelivered_to_the_next_connection(
     replay_relay: Relay, bots: Any, http: Any
 ) -> None:
-    hub = replay_relay.gateway.hub
+    hub = replay_relay.gateway.clients
     stuck = await bots(replay_relay.url, block=True)
     await hub.wait_for_connections(APP_ID, 1, WAIT)
     payload = _message("do not lose me")
@@ -196,7 +196,7 @@ async def test_a_live_bot_answers_through_the_buffer_like_without_replay(
     replay_relay: Relay, bots: Any, http: Any
 ) -> None:
     bot = await bots(replay_relay.url)
-    await replay_relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+    await replay_relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
     assert await push(http, replay_relay, _message("live")) == (200, {"msg": "success"})
     assert (await bot.event("message"))["text_head"] == "live"
     assert await replay_relay.gateway.replayer.buffered(APP_ID) == 0  # removed before Feishu got its 200

@@ -25,7 +25,14 @@ import websockets
 from aiohttp import web
 
 from wslarkbot.crypto import encrypt, event_signature
-from wslarkbot.relay.longconn import GATEWAY_KEY, Gateway, GatewayApp, GatewayConfig, Hub, hash_secret
+from wslarkbot.relay.longconn import (
+    GATEWAY_KEY,
+    ClientRegistry,
+    Gateway,
+    GatewayApp,
+    GatewayConfig,
+    hash_secret,
+)
 from wslarkbot.relay.longconn.frame import decode_frame
 from wslarkbot.relay.routes import to_response
 
@@ -99,8 +106,8 @@ class Relay:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def start_relay(config: GatewayConfig, port: int = 0, hub: Hub | None = None) -> Relay:
-    gateway = Gateway(config, hub=hub)
+async def start_relay(config: GatewayConfig, port: int = 0, hub: ClientRegistry | None = None) -> Relay:
+    gateway = Gateway(config, clients=hub)
     app = web.Application()
     gateway.install(app)
 
@@ -252,7 +259,7 @@ async def test_event_reaches_lark_oapi_handler_and_feishu_gets_200(
     relay: Relay, bots: Any, http: Any
 ) -> None:
     bot = await bots(relay.url)
-    await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+    await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
     payload = _message("hello gateway")
     status, body = await push(http, relay, payload)
     assert (status, body) == (200, {"msg": "success"})
@@ -266,7 +273,7 @@ async def test_card_callback_response_comes_back_as_webhook_response(
     relay: Relay, bots: Any, http: Any
 ) -> None:
     bot = await bots(relay.url)
-    await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+    await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
     payload = _sample("card.action.trigger.json")
     status, body = await push(http, relay, payload)
     assert status == 200
@@ -278,7 +285,7 @@ async def test_large_event_is_fragmented_and_reassembled_by_the_client(bots: Any
     relay = await start_relay(_config(fragment_bytes=16 * 1024))
     try:
         bot = await bots(relay.url)
-        await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+        await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
         text = "".join(random.choice("abcdefghij") for _ in range(100 * 1024))
         status, body = await push(http, relay, _message(text))
         assert (status, body) == (200, {"msg": "success"})
@@ -296,12 +303,12 @@ async def test_ping_is_answered_with_pong_carrying_client_config(relay: Relay, b
 async def test_client_reconnects_after_gateway_restart_and_gets_next_event(bots: Any, http: Any) -> None:
     relay = await start_relay(_config())
     bot = await bots(relay.url)
-    await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+    await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
     port = relay.port
     await relay.runner.cleanup()
     relay = await start_relay(_config(), port=port)
     try:
-        await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+        await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
         payload = _message("after restart")
         status, _ = await push(http, relay, payload)
         assert status == 200
@@ -314,18 +321,18 @@ async def test_wrong_app_secret_is_refused_and_the_sdk_stops(relay: Relay, bots:
     bot = await bots(relay.url, secret="not-the-secret")
     assert await bot.exit_code() != 0
     assert any("ClientException" in line for line in bot.lines), bot.lines[-20:]
-    assert relay.gateway.hub.connections(APP_ID) == []
+    assert relay.gateway.clients.connections(APP_ID) == []
 
 
 async def test_connection_limit_refuses_the_extra_client_fatally(bots: Any) -> None:
     relay = await start_relay(_config(max_connections=1))
     try:
         first = await bots(relay.url)
-        await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+        await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
         second = await bots(relay.url)
         assert await second.exit_code() != 0
         assert any("exceeded connection limit" in line for line in second.lines), second.lines[-20:]
-        assert len(relay.gateway.hub.connections(APP_ID)) == 1
+        assert len(relay.gateway.clients.connections(APP_ID)) == 1
         assert first.proc.returncode is None
     finally:
         await relay.runner.cleanup()
@@ -361,12 +368,12 @@ async def _raw_client(http: aiohttp.ClientSession, relay: Relay) -> Any:
 
 async def test_event_fails_over_when_the_chosen_client_dies(bots: Any, http: Any) -> None:
     config = _config()
-    relay = await start_relay(config, hub=Hub(config, rng=_FirstChoice()))
+    relay = await start_relay(config, hub=ClientRegistry(config, rng=_FirstChoice()))
     try:
         mute = await _raw_client(http, relay)  # oldest: chosen first; dies without answering
-        await relay.gateway.hub.wait_for_connections(APP_ID, 1, WAIT)
+        await relay.gateway.clients.wait_for_connections(APP_ID, 1, WAIT)
         bot = await bots(relay.url)
-        await relay.gateway.hub.wait_for_connections(APP_ID, 2, WAIT)
+        await relay.gateway.clients.wait_for_connections(APP_ID, 2, WAIT)
 
         async def die_on_first_event() -> str | None:
             frame = decode_frame(await mute.recv())

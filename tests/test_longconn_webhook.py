@@ -14,7 +14,7 @@ from wslarkbot.crypto import encrypt, event_signature
 from wslarkbot.exceptions import DecryptError, MalformedRequestError, SignatureError, TokenMismatchError
 from wslarkbot.relay.longconn.config import GatewayApp, GatewayConfig, hash_secret
 from wslarkbot.relay.longconn.frame import METHOD_CONTROL, METHOD_DATA, Frame, decode_frame, encode_frame
-from wslarkbot.relay.longconn.hub import Connection, DeliveryTimeout, Hub, NoClientConnected
+from wslarkbot.relay.longconn.registry import ClientRegistry, Connection, DeliveryTimeout, NoClientConnected
 from wslarkbot.relay.longconn.webhook import OpenedWebhook, http_answer, open_webhook, relay_webhook
 
 KEY, TOKEN = "ek", "vt"
@@ -102,7 +102,7 @@ def test_answers_map_to_feishu_responses() -> None:
 class FakeClient:
     """Records frames sent to it; answers them per ``mode``: "ack", "fail", "mute" or "die"."""
 
-    def __init__(self, hub: Hub, mode: str = "ack", app_id: str = "cli_a") -> None:
+    def __init__(self, hub: ClientRegistry, mode: str = "ack", app_id: str = "cli_a") -> None:
         self.hub, self.mode, self.frames = hub, mode, []
         self.conn = Connection(app_id, f"dev-{id(self)}", self.send)
 
@@ -126,12 +126,12 @@ class First(random.Random):
         return seq[0]
 
 
-def make_hub(**app_kw: Any) -> Hub:
+def make_hub(**app_kw: Any) -> ClientRegistry:
     app = GatewayApp(app_id="cli_a", app_secret_sha256=hash_secret("s"), encrypt_key=KEY, **app_kw)
-    return Hub(GatewayConfig(apps={"cli_a": app}, fragment_bytes=10), rng=First())
+    return ClientRegistry(GatewayConfig(apps={"cli_a": app}, fragment_bytes=10), rng=First())
 
 
-async def connect(hub: Hub, mode: str) -> FakeClient:
+async def connect(hub: ClientRegistry, mode: str) -> FakeClient:
     client = FakeClient(hub, mode)
     await hub.add(client.conn)
     return client

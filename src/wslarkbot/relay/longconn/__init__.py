@@ -5,15 +5,15 @@ bots connect here; Feishu's webhooks for their apps are verified by the relay an
 ``pbbp2.Frame`` events (/work/shared/feishu/long-connection.md §1).
 
 Modules: ``frame`` (protobuf codec, no I/O), ``config`` (per-app config file), ``tickets`` (one-time ws
-tickets), ``hub`` (connections and delivery, no sockets), ``webhook`` (verify/decrypt and answer mapping),
-``server`` (aiohttp routes).
+tickets), ``registry`` (the connected clients and delivery to them, no sockets), ``webhook``
+(verify/decrypt and answer mapping), ``server`` (aiohttp routes).
 """
 
 from __future__ import annotations
 
 from .config import GatewayApp, GatewayConfig, hash_secret, load_gateway_config
 from .frame import Frame, decode_frame, encode_frame
-from .hub import Hub
+from .registry import ClientRegistry
 from .server import GATEWAY_KEY, Gateway
 
 __all__ = [
@@ -22,7 +22,7 @@ __all__ = [
     "Gateway",
     "GatewayApp",
     "GatewayConfig",
-    "Hub",
+    "ClientRegistry",
     "decode_frame",
     "encode_frame",
     "hash_secret",

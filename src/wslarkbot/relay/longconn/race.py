@@ -1,8 +1,8 @@
 """Broadcast delivery's race: the first client answer ``{"code": 200}`` wins. No sockets.
 
-Shared by the per-node hub (every local connection of an app) and the cluster router (every node with a
-connection), so both stop at the first success and cancel the rest the same way (long-connection.md §1,
-"Answering an event").
+Shared by the per-node client registry (every local connection of an app) and the cluster router (every
+node with a connection), so both stop at the first success and cancel the rest the same way
+(long-connection.md §1, "Answering an event").
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ...exceptions import WslarkbotError
 from ..limits import BackendUnavailable
 from .config import GatewayApp, GatewayConfig
-from .hub import DeliveryTimeout, Hub, NoClientConnected
+from .registry import ClientRegistry, DeliveryTimeout, NoClientConnected
 from .replay import Entry, ReplayStore
 from .router import pick_node
 
@@ -68,7 +68,7 @@ class Replayer:
     def __init__(
         self,
         config: GatewayConfig,
-        hub: Hub,
+        clients: ClientRegistry,
         store: ReplayStore,
         cluster: Cluster | None = None,
         *,
@@ -76,7 +76,7 @@ class Replayer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.hub = hub
+        self.clients = clients
         self.store = store
         self.cluster = cluster
         self.lease = lease
@@ -204,8 +204,8 @@ class Replayer:
     async def _target(self, app_id: str) -> str | None:
         """Where to deliver now: this node's id ("" without a cluster), another node's, or None."""
         if self.cluster is None:
-            return "" if self.hub.connections(app_id) else None
-        if self.hub.connections(app_id):
+            return "" if self.clients.connections(app_id) else None
+        if self.clients.connections(app_id):
             return self.cluster.node_id  # a local client: no hop through Redis
         return pick_node(await self.cluster.nodes(app_id), {self.cluster.node_id}, self._rng)
 
@@ -241,7 +241,7 @@ class Replayer:
             try:
                 if remaining <= 0:
                     raise DeliveryTimeout("expired")
-                answer = await self.hub.deliver(
+                answer = await self.clients.deliver(
                     app_id, entry.payload, timeout=remaining, trace_id=entry.trace_id
                 )
             except NoClientConnected:
@@ -279,7 +279,7 @@ class Replayer:
         if app is None or not app.replay:
             return
         self._wake.setdefault(app_id, asyncio.Event()).set()
-        if app_id not in self._pumps and self.hub.connections(app_id):
+        if app_id not in self._pumps and self.clients.connections(app_id):
             self._pumps[app_id] = asyncio.get_running_loop().create_task(self._pump(app))
 
     async def wake_all(self, app_id: str) -> None:
@@ -298,7 +298,7 @@ class Replayer:
         app_id = app.app_id
         event = self._wake.setdefault(app_id, asyncio.Event())
         try:
-            while self.hub.connections(app_id):
+            while self.clients.connections(app_id):
                 event.clear()
                 room = MAX_INFLIGHT - len(self._held.get(app_id, ()))
                 claimed: list[Entry] = []

@@ -1,12 +1,12 @@
 """Delivery of one webhook to the app's client(s), on this node or, with ``--redis``, on any node.
 
-Without a cluster :class:`Router` is :meth:`Hub.deliver`. With one, the app's connections of every node are
-read from Redis (cluster.py) and:
+Without a cluster :class:`Router` is :meth:`ClientRegistry.deliver`. With one, the app's connections of
+every node are read from Redis (cluster.py) and:
 
 * ``"one"``: a random connection of the cluster is chosen (each node weighted by its connection count, so
-  every connection is equally likely, as in Feishu's cluster mode); a local one is served by the hub, a remote
-  one by a ``deliver`` message to its node, which answers with ``answer``. A node that has lost its clients
-  answers ``none`` and the next node is tried while the deadline allows.
+  every connection is equally likely, as in Feishu's cluster mode); a local one is served by the client
+  registry, a remote one by a ``deliver`` message to its node, which answers with ``answer``. A node that
+  has lost its clients answers ``none`` and the next node is tried while the deadline allows.
 * ``"broadcast"``: every node with connections gets the event; the first ``{"code":200}`` wins.
 """
 
@@ -20,8 +20,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..limits import BackendUnavailable
-from .hub import DeliveryTimeout, Hub, NoClientConnected
 from .race import first_success
+from .registry import ClientRegistry, DeliveryTimeout, NoClientConnected
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -40,10 +40,12 @@ def pick_node(nodes: dict[str, int], tried: set[str], rng: random.Random) -> str
 
 
 class Router:
-    """``deliver(app_id, payload, *, timeout, trace_id)`` over the local hub and, if given, the cluster."""
+    """``deliver(app_id, payload, *, timeout, trace_id)`` to this node's clients and the cluster's."""
 
-    def __init__(self, hub: Hub, cluster: Cluster | None = None, *, rng: random.Random | None = None) -> None:
-        self.hub = hub
+    def __init__(
+        self, clients: ClientRegistry, cluster: Cluster | None = None, *, rng: random.Random | None = None
+    ) -> None:
+        self.clients = clients
         self.cluster = cluster
         self._rng = rng or random.Random()
 
@@ -53,22 +55,22 @@ class Router:
         """Push ``payload`` to the app's client(s) and return the answer.
 
         Raises:
-            NoClientConnected, DeliveryTimeout: as :meth:`Hub.deliver`.
+            NoClientConnected, DeliveryTimeout: as :meth:`ClientRegistry.deliver`.
             BackendUnavailable: Redis is down (the webhook answers 503).
         """
         if self.cluster is None:
-            return await self.hub.deliver(app_id, payload, timeout=timeout, trace_id=trace_id)
+            return await self.clients.deliver(app_id, payload, timeout=timeout, trace_id=trace_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             nodes = await self.cluster.nodes(app_id)
         except BackendUnavailable:
-            if not self.hub.connections(app_id):
+            if not self.clients.connections(app_id):
                 raise
             nodes = {}  # Redis is down: this node's own clients still work
-        if self.hub.connections(app_id):
-            nodes.setdefault(self.cluster.node_id, len(self.hub.connections(app_id)))
-        if self.hub.config.apps[app_id].delivery == "broadcast":
+        if self.clients.connections(app_id):
+            nodes.setdefault(self.cluster.node_id, len(self.clients.connections(app_id)))
+        if self.clients.config.apps[app_id].delivery == "broadcast":
             return await self._broadcast(app_id, payload, list(nodes), deadline, trace_id)
         tried: set[str] = set()
         while (node := pick_node(nodes, tried, self._rng)) is not None:
@@ -86,7 +88,7 @@ class Router:
             raise DeliveryTimeout(f"no answer from {app_id} in time")
         assert self.cluster is not None
         if node == self.cluster.node_id:
-            return await self.hub.deliver(app_id, payload, timeout=timeout, trace_id=trace_id)
+            return await self.clients.deliver(app_id, payload, timeout=timeout, trace_id=trace_id)
         message = {
             "op": "deliver",
             "id": uuid.uuid4().hex,
@@ -127,9 +129,9 @@ class Router:
         reply: dict[str, Any] = {"op": "answer", "id": message.get("id")}
         try:
             app_id = str(message["app"])
-            if app_id not in self.hub.config.apps:
+            if app_id not in self.clients.config.apps:
                 raise NoClientConnected(app_id)
-            reply["answer"] = await self.hub.deliver(
+            reply["answer"] = await self.clients.deliver(
                 app_id,
                 base64.b64decode(message["payload"]),
                 timeout=float(message["timeout"]),

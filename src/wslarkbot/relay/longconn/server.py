@@ -36,7 +36,7 @@ from ..answer import Answer
 from ..limits import BackendUnavailable
 from ..observe import NULL_OBSERVER, RelayObserver
 from .config import GatewayConfig, hash_secret
-from .hub import Connection, Hub
+from .registry import ClientRegistry, Connection
 from .replay import MemoryReplay, ReplayStore
 from .replayer import Replayer
 from .router import Router
@@ -89,13 +89,13 @@ class Gateway:
         self,
         config: GatewayConfig,
         *,
-        hub: Hub | None = None,
+        clients: ClientRegistry | None = None,
         tickets: TicketBook | None = None,
         redis_url: str | None = None,
         node_id: str | None = None,
     ) -> None:
         self.config = config
-        self.hub = hub or Hub(config)
+        self.clients = clients or ClientRegistry(config)
         if redis_url and not config.ticket_secret:
             raise ConfigurationError(
                 "the gateway needs ticket_secret in [gateway] with --redis (tickets validate on every node)"
@@ -111,8 +111,8 @@ class Gateway:
                 raise ConfigurationError(f"--redis needs the redis extra ({exc.name} is missing)") from None
             self.cluster = Cluster(redis_url, self._on_cluster_message, node_id=node_id)
             store = self.cluster.replay
-        self.router = Router(self.hub, self.cluster)
-        self.replayer = Replayer(config, self.hub, store, self.cluster)
+        self.router = Router(self.clients, self.cluster)
+        self.replayer = Replayer(config, self.clients, store, self.cluster)
         self._sockets: set[web.WebSocketResponse] = set()
         #: told about each webhook answered here (metrics, dashboard); the relay's admin.install sets it.
         self.observer: RelayObserver = NULL_OBSERVER
@@ -123,7 +123,7 @@ class Gateway:
 
     def counts(self) -> dict[str, int]:
         """Open connections per gateway app (for ``/status``)."""
-        return {app_id: len(self.hub.connections(app_id)) for app_id in self.config.apps}
+        return {app_id: len(self.clients.connections(app_id)) for app_id in self.config.apps}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(BOOTSTRAP_PATH, self.handle_bootstrap), web.get(WS_PATH, self.handle_ws)]
@@ -157,7 +157,7 @@ class Gateway:
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"relay shutting down")
         await self.replayer.close()
-        await self.hub.close()
+        await self.clients.close()
 
     async def _on_cluster_message(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -196,7 +196,7 @@ class Gateway:
             log.warning("gateway bootstrap refused for app %r", app_id)
             return web.json_response({"code": CODE_BAD_CREDENTIALS, "msg": "invalid app id or app secret"})
         device_id, token = self.tickets.issue(app_id)
-        query = urlencode({"device_id": device_id, "service_id": self.hub.service_id, "token": token})
+        query = urlencode({"device_id": device_id, "service_id": self.clients.service_id, "token": token})
         url = f"{self._ws_base(request)}{WS_PATH}?{query}"
         data = {"URL": url, "ClientConfig": self.config.client_config()}
         return web.json_response({"code": CODE_OK, "msg": "ok", "data": data})
@@ -217,7 +217,7 @@ class Gateway:
             return _refusal(403, HANDSHAKE_FORBIDDEN, "app is no longer served")
         if self.cluster is not None:
             return await self._serve_clustered(request, ticket)
-        if not self.hub.reserve(ticket.app_id):
+        if not self.clients.reserve(ticket.app_id):
             limit = self.config.apps[ticket.app_id].max_connections
             log.warning("gateway app %s over its connection limit (%d)", ticket.app_id, limit)
             return _refusal(
@@ -227,9 +227,9 @@ class Gateway:
         try:
             await ws.prepare(request)
         except BaseException:
-            self.hub.release(ticket.app_id)
+            self.clients.release(ticket.app_id)
             raise
-        self.hub.release(ticket.app_id)
+        self.clients.release(ticket.app_id)
         return await self._serve(ws, ticket)
 
     async def _redeem(self, token: str) -> Ticket:
@@ -275,16 +275,16 @@ class Gateway:
         ticket: Ticket,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> web.WebSocketResponse:
-        """Frames of one open connection until it closes; ``on_close`` runs before the hub forgets it."""
+        """Frames of one open connection until it closes; ``on_close`` runs before the registry forgets it."""
         conn = Connection(ticket.app_id, ticket.device_id, ws.send_bytes)
-        await self.hub.add(conn)
+        await self.clients.add(conn)
         self._sockets.add(ws)
         log.info("gateway: %s connected (%s)", ticket.app_id, ticket.device_id)
         self.replayer.wake(ticket.app_id)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
-                    reply = self.hub.receive(conn, msg.data)
+                    reply = self.clients.receive(conn, msg.data)
                     if reply is not None:
                         await conn.send_raw(reply)
                 elif msg.type == WSMsgType.ERROR:
@@ -293,7 +293,7 @@ class Gateway:
             self._sockets.discard(ws)
             if on_close is not None:
                 await on_close()
-            await self.hub.remove(conn)
+            await self.clients.remove(conn)
             log.info("gateway: %s disconnected (%s)", ticket.app_id, ticket.device_id)
         return ws
 

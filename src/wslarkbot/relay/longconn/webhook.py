@@ -1,8 +1,8 @@
 """A Feishu webhook for a gateway app: verify, decrypt, then hand the plaintext to a long-connection client.
 
 The verification half (:func:`open_webhook`) and the answer mapping (:func:`http_answer`) do no I/O;
-:func:`relay_webhook` joins them with :meth:`Hub.deliver` (or :meth:`Router.deliver` across nodes), and with
-:meth:`Replayer.accept` for apps with ``replay = true``.
+:func:`relay_webhook` joins them with :meth:`ClientRegistry.deliver` (or :meth:`Router.deliver` across
+nodes), and with :meth:`Replayer.accept` for apps with ``replay = true``.
 
 * protocol.md §1-§3: body ``{"encrypt": ...}``, AES-256-CBC, ``X-Lark-Signature`` = sha256(ts+nonce+key+body),
   url_verification carries no signature and is answered here with ``{"challenge": ...}`` (token checked).
@@ -31,7 +31,7 @@ from ..answer import SUCCESS, Answer
 from ..limits import BackendUnavailable
 from ..outcomes import WebhookOutcome
 from .config import GatewayApp
-from .hub import DeliveryTimeout, NoClientConnected
+from .registry import DeliveryTimeout, NoClientConnected
 from .replayer import Replayer, ReplayFull
 
 __all__ = [
@@ -130,7 +130,7 @@ def http_answer(opened: OpenedWebhook, answer: Mapping[str, Any]) -> GatewayAnsw
 
 
 class Deliverer(Protocol):
-    """:class:`~.hub.Hub` (one node) or :class:`~.router.Router` (any node)."""
+    """:class:`~.registry.ClientRegistry` (one node) or :class:`~.router.Router` (any node)."""
 
     async def deliver(
         self, app_id: str, payload: bytes, *, timeout: float, trace_id: str | None = None
@@ -142,7 +142,7 @@ def _unavailable(opened: OpenedWebhook, retry_after: int, msg: str, outcome: Web
 
 
 async def relay_webhook(
-    hub: Deliverer,
+    clients: Deliverer,
     app: GatewayApp,
     headers: Mapping[str, str],
     body: bytes,
@@ -175,7 +175,7 @@ async def relay_webhook(
                 return GatewayAnswer(SUCCESS, "event", WebhookOutcome.BUFFERED_GATEWAY)
             answer = buffered
         else:
-            answer = await hub.deliver(app.app_id, opened.plaintext, timeout=timeout, trace_id=trace_id)
+            answer = await clients.deliver(app.app_id, opened.plaintext, timeout=timeout, trace_id=trace_id)
     except NoClientConnected:
         log.warning("%s: no client connected", where)
         return _unavailable(opened, retry_after, "no bot connected", WebhookOutcome.NO_SUBSCRIBER)

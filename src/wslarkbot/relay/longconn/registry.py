@@ -2,10 +2,11 @@
 
 Implements the server side of long-connection.md §1 ("Answering an event", "Ping/pong", "Fragmentation") and
 the delivery rules of §3 ("Several clients": one client chosen at random, Feishu's cluster mode). A
-:class:`Connection` only needs a ``send(bytes)`` coroutine, so tests can drive the hub without a socket; the
-aiohttp adapter in ``server.py`` feeds it the client's binary messages through :meth:`Hub.receive`.
+:class:`Connection` only needs a ``send(bytes)`` coroutine, so tests can drive the registry without a
+socket; the aiohttp adapter in ``server.py`` feeds it the client's binary messages through
+:meth:`ClientRegistry.receive`.
 
-Delivery contract (:meth:`Hub.deliver`):
+Delivery contract (:meth:`ClientRegistry.deliver`):
 
 * ``"one"``: pick a random open connection, send, wait for the frame with the same ``message_id``. If that
   connection dies before answering, fail over to another one not tried yet while the deadline allows.
@@ -29,7 +30,7 @@ from .config import GatewayConfig
 from .frame import METHOD_CONTROL, METHOD_DATA, Frame, decode_frame, encode_frame, event_frames, pong_frame
 from .race import first_success
 
-__all__ = ["Connection", "ConnectionLost", "DeliveryTimeout", "Hub", "NoClientConnected"]
+__all__ = ["Connection", "ConnectionLost", "DeliveryTimeout", "ClientRegistry", "NoClientConnected"]
 
 log = logging.getLogger("wslarkbot.relay.longconn")
 
@@ -113,7 +114,7 @@ def _parse_answer(payload: bytes | None) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {"code": 500}
 
 
-class Hub:
+class ClientRegistry:
     """Per-app registry of open connections, connection limits, and event delivery.
 
     Args:
