@@ -238,3 +238,13 @@ async def test_after_a_redis_restart_a_webhook_at_node_a_reaches_the_bot_still_c
         assert loop.time() < deadline, f"no webhook at node A reached the bot on node B: {status} {body}"
         attempt += 1
         await asyncio.sleep(0.1)  # Feishu's pace between attempts, not synchronisation
+
+
+async def test_the_gateway_and_the_relay_hub_of_a_node_share_one_node_id(start_cluster: Any) -> None:
+    cluster = await start_cluster()
+    ids = []
+    for node in (cluster.a, cluster.b):
+        gateway = cluster.gateway(node)
+        assert gateway.cluster is not None
+        ids.append((gateway.cluster.node_id, node.status()["redis"]["node"]))
+    assert all(gw == hub for gw, hub in ids) and ids[0][0] != ids[1][0]

@@ -144,7 +144,9 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
         # Imported only when configured: the gateway is an optional feature (docs/long-connection.md).
         from .longconn import Gateway, load_gateway_config
 
-        gateway = Gateway(load_gateway_config(config.gateway_config), redis_url=config.redis_url)
+        gateway = Gateway(
+            load_gateway_config(config.gateway_config), redis_url=config.redis_url, node_id=hub.node_id
+        )
         gateway.install(app)
         gateway.observer = state.observer  # its webhooks in the same metrics and dashboard
         state.gateway = gateway

@@ -84,6 +84,8 @@ class Hub(abc.ABC):
 
     #: Whether buffered events survive the death of this process (Redis: yes; in memory: no).
     durable_buffers: bool = False
+    #: This node's id among the nodes sharing a backend (None: one process); the gateway uses the same.
+    node_id: str | None = None
     #: Whether its methods do no I/O and never need a current task (no ``asyncio.timeout``): a caller may
     #: run them before it has a task of its own (the fast path starts webhooks eagerly, fastpath/eager.py).
     synchronous: bool = False

@@ -148,6 +148,7 @@ class RedisHub(Hub):
         await self.link.close()
 
     durable_buffers = True
+    node_id: str
 
     def describe(self) -> dict[str, object]:
         return {"redis": {"node": self.node_id, "url": self.link.shown_url, "connected": self.link.connected}}

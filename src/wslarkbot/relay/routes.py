@@ -28,7 +28,7 @@ from .publish import (
 from .state import RelayState, internal_error
 from .subscribe import connected, disconnected, on_client_frame, open_subscription, set_nodelay, too_slow
 from .subscriber import Subscriber
-from .ws_policy import CLOSE_TRY_AGAIN_LATER, ws_failed
+from .ws_policy import CLOSE_TIMEOUT, CLOSE_TRY_AGAIN_LATER, ws_failed
 
 __all__ = [
     "STATE_KEY",
@@ -137,7 +137,7 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     cfg = state.config
     ws = web.WebSocketResponse(
-        heartbeat=cfg.heartbeat or None,
+        heartbeat=cfg.heartbeat or None,  # ws_policy's heartbeat rule, as aiohttp implements it
         max_msg_size=cfg.max_ws_message_bytes,
         autoping=True,
         # No permessage-deflate: the envelope is encoded once and shared by all subscribers; per-connection
@@ -211,7 +211,7 @@ def _kick_slow(
             writer.cancel()
             try:
                 await asyncio.wait_for(
-                    ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"subscriber too slow"), 1.0
+                    ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"subscriber too slow"), CLOSE_TIMEOUT
                 )
             except (asyncio.TimeoutError, ConnectionError):
                 if request.transport is not None:

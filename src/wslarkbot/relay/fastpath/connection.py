@@ -47,7 +47,11 @@ from ..ws_policy import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
+    CLOSE_TIMEOUT,
     CLOSE_TRY_AGAIN_LATER,
+    Beat,
+    heartbeat_step,
+    missed_heartbeat,
     ws_failed,
 )
 from .eager import start_eagerly
@@ -85,8 +89,6 @@ _TLS_HANDSHAKE = b"\x16\x03"
 _tls_logged = [-1e9]
 #: Client frames queued for handling beyond which reading pauses.
 _FRAMES_HIGH_WATER = 64
-#: Seconds to wait for the peer's close frame after ours before dropping the connection.
-_CLOSE_TIMEOUT = 1.0
 
 # The last frame encoded and its bytes: an event fanned out to N subscribers is encoded once.
 _last_frame: tuple[str, bytes] = ("", b"")
@@ -584,7 +586,7 @@ class FastConnection(asyncio.Protocol):
             self.close_code = code
         self._end_subscription()
         if self.transport is not None and self._abort_handle is None:
-            self._abort_handle = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort)
+            self._abort_handle = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def close_transport(self) -> None:
         """Close after the queued bytes are sent; drop the connection if the peer does not take them."""
@@ -593,7 +595,7 @@ class FastConnection(asyncio.Protocol):
             return
         transport.close()
         if self._abort_handle is None:
-            self._abort_handle = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort)
+            self._abort_handle = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self) -> None:
         self._abort_handle = None
@@ -640,15 +642,15 @@ class FastConnection(asyncio.Protocol):
             if not self._busy and now - self.last_seen >= keepalive:
                 self.close_transport()
             return
-        if self.close_sent or not interval:
+        if self.close_sent:
             return
-        if self.ping_sent:
-            if now - self.ping_sent >= interval / 2:
-                log.debug("websocket peer %s missed a heartbeat; closing", self.sub.peer)
-                self.close_code = CLOSE_ABNORMAL
-                self._end_subscription()
-                transport.abort()
-        elif now - self.last_seen >= interval:
+        beat = heartbeat_step(now, self.last_seen, self.ping_sent, interval)
+        if beat is Beat.DROP:
+            missed_heartbeat(self.sub.peer)
+            self.close_code = CLOSE_ABNORMAL
+            self._end_subscription()
+            transport.abort()
+        elif beat is Beat.PING:
             self.ping_sent = now
             transport.write(encode_frame(b"", OP_PING))
 
