@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from .base import BaseOpenAPIClient
+from .calls import next_page, page_params
 from .core import (
     DEFAULT_HOST,
     HTTPRequest,
@@ -18,8 +20,11 @@ from .core import (
     NeedToken,
     OpenAPICore,
     OpenAPIResponse,
+    Resource,
     Sleep,
     Step,
+    http_arguments,
+    saving,
 )
 
 __all__ = ["AsyncOpenAPIClient"]
@@ -27,7 +32,11 @@ __all__ = ["AsyncOpenAPIClient"]
 T = TypeVar("T")
 
 
-class AsyncOpenAPIClient(BaseOpenAPIClient[Awaitable[OpenAPIResponse], Awaitable[str]]):
+class AsyncOpenAPIClient(
+    BaseOpenAPIClient[
+        Awaitable[OpenAPIResponse], Awaitable[str], Awaitable[Resource], AsyncIterator[dict[str, Any]]
+    ]
+):
     """Feishu OpenAPI for one custom app, asyncio. Same methods as :class:`OpenAPIClient`, awaited.
 
     Use it from one event loop (``httpx.AsyncClient`` and the token ``asyncio.Lock`` belong to it).
@@ -69,14 +78,33 @@ class AsyncOpenAPIClient(BaseOpenAPIClient[Awaitable[OpenAPIResponse], Awaitable
                 reply = await self._token(step.stale)
 
     async def _send(self, request: HTTPRequest) -> HTTPResponse:
-        response = await self._http.request(
-            request.method,
-            request.path,
-            json=request.json,
-            params=request.params,
-            headers=dict(request.headers),
-        )
-        return HTTPResponse(response.status_code, response.headers, response.content)
+        built = self._http.build_request(request.method, request.path, **http_arguments(request))
+        if request.save_to is None:
+            response = await self._http.send(built)
+            return HTTPResponse(response.status_code, response.headers, response.content)
+        response = await self._http.send(built, stream=True)
+        try:
+            if not saving(response.status_code, response.headers):
+                return HTTPResponse(response.status_code, response.headers, await response.aread())
+            with open(request.save_to, "wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+            return HTTPResponse(response.status_code, response.headers, b"", request.save_to)
+        finally:
+            await response.aclose()
+
+    def _download(self, request: HTTPRequest) -> Awaitable[Resource]:
+        return self._drive(self._core.download_flow(request))
+
+    async def _pages(self, request: HTTPRequest, page_size: int, items: str) -> AsyncIterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            page = dataclasses.replace(request, params=page_params(request.params, token, page_size))
+            found, token = next_page(await self._call(page), items)
+            for item in found:
+                yield item
+            if token is None:
+                return
 
     async def _token(self, stale: str | None) -> str:
         async with self._token_lock:  # one fetch for N concurrent callers

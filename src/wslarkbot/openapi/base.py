@@ -7,19 +7,24 @@ Each method builds an :class:`~wslarkbot.openapi.core.HTTPRequest` with :class:`
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+from . import calls
+from .calls import FileSource
 from .core import HTTPRequest, OpenAPICore
 
 __all__ = ["BaseOpenAPIClient"]
 
 R = TypeVar("R")  # OpenAPIResponse, or Awaitable[OpenAPIResponse]
 S = TypeVar("S")  # str, or Awaitable[str]
+D = TypeVar("D")  # Resource, or Awaitable[Resource]
+P = TypeVar("P")  # Iterator[dict], or AsyncIterator[dict]
 
 
-class BaseOpenAPIClient(ABC, Generic[R, S]):
+class BaseOpenAPIClient(ABC, Generic[R, S, D, P]):
     """Feishu OpenAPI methods shared by :class:`OpenAPIClient` and :class:`AsyncOpenAPIClient`.
 
     Every method returns an :class:`~wslarkbot.openapi.core.OpenAPIResponse`: the response's ``data`` as a
@@ -40,14 +45,130 @@ class BaseOpenAPIClient(ABC, Generic[R, S]):
     def _call(self, request: HTTPRequest) -> R: ...
 
     @abstractmethod
+    def _download(self, request: HTTPRequest) -> D: ...
+
+    @abstractmethod
+    def _pages(self, request: HTTPRequest, page_size: int, items: str) -> P: ...
+
+    @abstractmethod
     def tenant_access_token(self) -> S:
         """The current tenant_access_token (fetched on first use, cached, refreshed before expiry)."""
 
     def request(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, FileSource] | None = None,
     ) -> R:
-        """Call any endpoint with the app's token: ``request("GET", "/open-apis/im/v1/chats")``."""
-        return self._call(self._core.generic(method, path, json=json, params=params))
+        """Call any endpoint with the app's token: ``request("GET", "/open-apis/im/v1/chats")``.
+
+        Args:
+            files: ``{"field": bytes | path | binary file}``: sent as ``multipart/form-data`` with ``data``
+                as its other fields (instead of ``json``).
+        """
+        request = self._core.generic(method, path, json=json, params=params)
+        if files is not None:
+            parts = {k: calls.file_part(v, limit=calls.MAX_FILE_BYTES) for k, v in files.items()}
+            request = HTTPRequest(request.method, request.path, None, request.params, data=data, files=parts)
+        return self._call(request)
+
+    def request_raw(self, method: str, path: str, *, params: Mapping[str, str] | None = None) -> D:
+        """Call an endpoint that answers with a file: a :class:`~.core.Resource` (bytes, type, file name);
+        a JSON answer (an error) raises :class:`FeishuAPIError` as usual."""
+        request = self._core.generic(method, path, params=params)
+        return self._download(HTTPRequest(request.method, request.path, params=request.params, raw=True))
+
+    def paginate(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        page_size: int = 50,
+        items: str = "items",
+    ) -> P:
+        """Every item of a paginated list (``page_token`` / ``has_more`` followed for you).
+
+        ``for member in api.paginate("GET", f"/open-apis/im/v1/chats/{chat_id}/members")`` (sync), or
+        ``async for`` with the asyncio client. Pages are fetched as you iterate.
+        """
+        return self._pages(self._core.generic(method, path, params=params), page_size, items)
+
+    # -- helpers (calls.py; docs/openapi.md) ---------------------------------------------------------
+
+    def upload_image(self, image: FileSource, image_type: str = "message") -> R:
+        """Upload an image (bytes, a path or a binary file; <= 10 MB): ``data["image_key"]`` for an
+        ``image`` message (``messages.Image(key)``) or a card's image element."""
+        return self._call(calls.upload_image(image, image_type))
+
+    def upload_file(
+        self,
+        file: FileSource,
+        file_type: str = "stream",
+        file_name: str | None = None,
+        duration: int | None = None,
+    ) -> R:
+        """Upload a file (<= 30 MB, not empty): ``data["file_key"]`` for a ``file``/``audio``/``media``
+        message. ``file_type``: ``opus``, ``mp4``, ``pdf``, ``doc``, ``xls``, ``ppt`` or ``stream``."""
+        return self._call(calls.upload_file(file, file_type, file_name, duration))
+
+    def download_resource(
+        self,
+        message_id: str,
+        file_key: str,
+        type: str = "image",
+        path: str | os.PathLike[str] | None = None,
+    ) -> D:
+        """Download an image or file a message carries (its ``image_key``/``file_key``): a
+        :class:`~.core.Resource`; with ``path`` the body is streamed to that file (``.path``)."""
+        return self._download(calls.download_resource(message_id, file_key, type, path))
+
+    def get_message(self, message_id: str) -> R:
+        """A message's content and metadata: ``data["items"][0]``."""
+        return self._call(calls.get_message(message_id))
+
+    def recall(self, message_id: str) -> R:
+        """Recall (delete) a message the app sent."""
+        return self._call(calls.recall(message_id))
+
+    def forward(self, message_id: str, receive_id: str, receive_id_type: str = "open_id") -> R:
+        """Forward a message to a user or chat: the new message in ``data``."""
+        return self._call(calls.forward(message_id, receive_id, receive_id_type))
+
+    def add_reaction(self, message_id: str, emoji_type: str) -> R:
+        """React to a message (``"THUMBSUP"``, ``"SMILE"``...): ``data["reaction_id"]``."""
+        return self._call(calls.add_reaction(message_id, emoji_type))
+
+    def remove_reaction(self, message_id: str, reaction_id: str) -> R:
+        """Remove one of the app's reactions."""
+        return self._call(calls.remove_reaction(message_id, reaction_id))
+
+    def list_reactions(self, message_id: str, emoji_type: str | None = None, page_size: int = 50) -> P:
+        """Every reaction on a message (optionally one emoji only), page by page."""
+        return self._pages(calls.list_reactions(message_id, emoji_type), page_size, "items")
+
+    def chat_info(self, chat_id: str, user_id_type: str = "open_id") -> R:
+        """A chat's name, description, owner, mode...: ``data``."""
+        return self._call(calls.chat_info(chat_id, user_id_type))
+
+    def chat_members(self, chat_id: str, member_id_type: str = "open_id", page_size: int = 50) -> P:
+        """Every member of a chat (``member_id``, ``name``, ``tenant_key``), page by page."""
+        return self._pages(calls.chat_members(chat_id, member_id_type), page_size, "items")
+
+    def user_info(self, user_id: str, user_id_type: str = "open_id") -> R:
+        """A user's profile: ``data["user"]`` (name, avatar, ... as the app's contact scope allows)."""
+        return self._call(calls.user_info(user_id, user_id_type))
+
+    def urgent(
+        self, message_id: str, user_ids: Iterable[str], kind: str = "app", user_id_type: str = "open_id"
+    ) -> R:
+        """Buzz users about a message the app sent: ``kind`` ``app``, ``sms`` or ``phone``;
+        ``data["invalid_user_id_list"]`` lists those it could not reach."""
+        return self._call(calls.urgent(message_id, user_ids, kind, user_id_type))
 
     def send(
         self,

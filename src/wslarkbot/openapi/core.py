@@ -14,6 +14,8 @@ protocol.md §8 (paths, error shape, rate limits, token refresh rule).
 
 from __future__ import annotations
 
+import dataclasses
+import email.message
 import json
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -33,10 +35,14 @@ __all__ = [
     "NeedToken",
     "OpenAPICore",
     "OpenAPIResponse",
+    "FilePart",
+    "Resource",
     "Sleep",
     "Step",
     "content_to_string",
     "exchange",
+    "http_arguments",
+    "saving",
     "interpret",
 ]
 
@@ -60,23 +66,98 @@ RECEIVE_ID_TYPES = frozenset({"open_id", "user_id", "union_id", "email", "chat_i
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """One file of a multipart body: the name Feishu sees, the bytes, their type."""
+
+    filename: str
+    content: bytes = field(repr=False)
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
 class HTTPRequest:
-    """One HTTP request to perform; ``path`` is relative to the client's host."""
+    """One HTTP request to perform; ``path`` is relative to the client's host.
+
+    A request with ``files`` is sent as ``multipart/form-data`` with ``data`` as its other fields (and no
+    JSON). One with ``raw`` may be answered with a file instead of JSON (downloads); ``save_to`` streams
+    such an answer to that path instead of memory.
+    """
 
     method: str
     path: str
     json: Any = None
     params: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    data: Mapping[str, str] | None = None
+    files: Mapping[str, FilePart] | None = None
+    raw: bool = False
+    save_to: str | None = None
+
+    def with_headers(self, headers: Mapping[str, str]) -> HTTPRequest:
+        """The same request with ``headers`` added."""
+        return dataclasses.replace(self, headers={**self.headers, **headers})
 
 
 @dataclass(frozen=True)
 class HTTPResponse:
-    """What the driver hands back after performing an :class:`HTTPRequest`."""
+    """What the driver hands back after performing an :class:`HTTPRequest`.
+
+    ``saved_to`` is the path a file answer was streamed to (``content`` is then empty); a JSON answer is
+    always in ``content``.
+    """
 
     status_code: int
     headers: Mapping[str, str]
     content: bytes
+    saved_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A file Feishu answered (a message's image or file): its bytes, or the path it was saved to.
+
+    Attributes:
+        content: the bytes (empty when ``path`` is set).
+        content_type: as Feishu sent it (``image/png``, ``application/octet-stream``...).
+        filename: from ``Content-Disposition``, when Feishu names the file.
+        path: where it was saved (``download_resource(..., path=...)``), else None.
+    """
+
+    content: bytes = field(repr=False)
+    content_type: str
+    filename: str | None
+    path: str | None = None
+
+    @classmethod
+    def of(cls, response: HTTPResponse) -> Resource:
+        disposition = _header(response.headers, "content-disposition") or ""
+        msg = email.message.Message()
+        msg["content-disposition"] = disposition
+        filename = msg.get_filename()
+        content_type = _header(response.headers, "content-type") or "application/octet-stream"
+        return cls(response.content, content_type, filename, response.saved_to)
+
+
+def http_arguments(request: HTTPRequest) -> dict[str, Any]:
+    """The keyword arguments of ``httpx.Client.build_request`` for ``request`` (both drivers)."""
+    out: dict[str, Any] = {"params": request.params, "headers": dict(request.headers)}
+    if request.files is not None:
+        out["files"] = {k: (f.filename, f.content, f.content_type) for k, f in request.files.items()}
+        out["data"] = dict(request.data or {})
+    else:
+        out["json"] = request.json
+    return out
+
+
+def saving(status_code: int, headers: Mapping[str, str]) -> bool:
+    """Whether a streamed answer is the file itself (to be saved), not a JSON error to read."""
+    return status_code == 200 and "json" not in (_header(headers, "content-type") or "").lower()
+
+
+def is_json(response: HTTPResponse) -> bool:
+    """Whether the answer is JSON (an API answer or an error), not a file."""
+    content_type = (_header(response.headers, "content-type") or "").lower()
+    return "json" in content_type or (not content_type and response.content[:1] == b"{")
 
 
 @dataclass(frozen=True)
@@ -199,15 +280,18 @@ def interpret(response: HTTPResponse) -> dict[str, Any]:
 
 def exchange(
     request: HTTPRequest, max_retries: int
-) -> Generator[Step, Any, tuple[HTTPResponse, dict[str, Any]]]:
+) -> Generator[Step, Any, tuple[HTTPResponse, dict[str, Any] | None]]:
     """Perform ``request``, honouring rate limits: wait the reset time and retry up to ``max_retries``.
 
-    Returns the raw response and its decoded body. Raises what :func:`interpret` raises; a rate limit
-    still in force after ``max_retries`` retries is re-raised as :class:`RateLimitedError`.
+    Returns the raw response and its decoded body (None: a ``raw`` request answered with a file). Raises
+    what :func:`interpret` raises; a rate limit still in force after ``max_retries`` retries is re-raised
+    as :class:`RateLimitedError`.
     """
     retries = 0
     while True:
         response: HTTPResponse = yield request
+        if request.raw and response.status_code == 200 and not is_json(response):
+            return response, None
         try:
             return response, interpret(response)
         except RateLimitedError as exc:
@@ -303,35 +387,47 @@ class OpenAPICore:
             return cached
         request = HTTPRequest("POST", TOKEN_PATH, self.tokens.request_body())
         _, body = yield from exchange(request, self.max_retries)
-        return self.tokens.accept(body)
+        return self.tokens.accept(body or {})
 
     def call_flow(self, request: HTTPRequest) -> Generator[Step, Any, OpenAPIResponse]:
         """Authorise and perform ``request``; on a token-invalid code refresh once and retry once."""
+        response, body = yield from self._authorised(request)
+        if body is None:  # pragma: no cover - only raw requests are answered with files
+            raise FeishuAPIError(-1, f"non-JSON response (HTTP {response.status_code})")
+        data = body.get("data")
+        return OpenAPIResponse(
+            data if isinstance(data, dict) else {},
+            body=body,
+            status_code=response.status_code,
+            headers=response.headers,
+        )
+
+    def download_flow(self, request: HTTPRequest) -> Generator[Step, Any, Resource]:
+        """Authorise and perform a ``raw`` request; the file it is answered with.
+
+        Raises:
+            FeishuAPIError: Feishu answered JSON (an error) instead of a file.
+        """
+        response, body = yield from self._authorised(request)
+        if body is not None:
+            raise FeishuAPIError(-1, "expected a file, Feishu answered JSON", body=body)
+        return Resource.of(response)
+
+    def _authorised(
+        self, request: HTTPRequest
+    ) -> Generator[Step, Any, tuple[HTTPResponse, dict[str, Any] | None]]:
         refreshed = False
         stale: str | None = None
         while True:
             token: str = yield NeedToken(stale)
-            authorised = HTTPRequest(
-                request.method,
-                request.path,
-                request.json,
-                request.params,
-                {**request.headers, "Authorization": f"Bearer {token}"},
-            )
+            authorised = request.with_headers({"Authorization": f"Bearer {token}"})
             try:
-                response, body = yield from exchange(authorised, self.max_retries)
+                return (yield from exchange(authorised, self.max_retries))
             except FeishuAPIError as exc:
                 if exc.code in TOKEN_INVALID_CODES and not refreshed:
                     refreshed, stale = True, token
                     continue
                 raise
-            data = body.get("data")
-            return OpenAPIResponse(
-                data if isinstance(data, dict) else {},
-                body=body,
-                status_code=response.status_code,
-                headers=response.headers,
-            )
 
     # -- request builders (protocol.md §8) ----------------------------------------------------------
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from .base import BaseOpenAPIClient
+from .calls import next_page, page_params
 from .core import (
     DEFAULT_HOST,
     HTTPRequest,
@@ -18,8 +20,11 @@ from .core import (
     NeedToken,
     OpenAPICore,
     OpenAPIResponse,
+    Resource,
     Sleep,
     Step,
+    http_arguments,
+    saving,
 )
 
 __all__ = ["OpenAPIClient"]
@@ -27,7 +32,7 @@ __all__ = ["OpenAPIClient"]
 T = TypeVar("T")
 
 
-class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str]):
+class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str, Resource, Iterator[dict[str, Any]]]):
     """Feishu OpenAPI for one custom app, blocking. Safe to share between threads.
 
     Example::
@@ -75,14 +80,32 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str]):
                 reply = self._token(step.stale)
 
     def _send(self, request: HTTPRequest) -> HTTPResponse:
-        response = self._http.request(
-            request.method,
-            request.path,
-            json=request.json,
-            params=request.params,
-            headers=dict(request.headers),
-        )
-        return HTTPResponse(response.status_code, response.headers, response.content)
+        built = self._http.build_request(request.method, request.path, **http_arguments(request))
+        if request.save_to is None:
+            response = self._http.send(built)
+            return HTTPResponse(response.status_code, response.headers, response.content)
+        response = self._http.send(built, stream=True)
+        try:
+            if not saving(response.status_code, response.headers):
+                return HTTPResponse(response.status_code, response.headers, response.read())
+            with open(request.save_to, "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+            return HTTPResponse(response.status_code, response.headers, b"", request.save_to)
+        finally:
+            response.close()
+
+    def _download(self, request: HTTPRequest) -> Resource:
+        return self._drive(self._core.download_flow(request))
+
+    def _pages(self, request: HTTPRequest, page_size: int, items: str) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            page = dataclasses.replace(request, params=page_params(request.params, token, page_size))
+            found, token = next_page(self._call(page), items)
+            yield from found
+            if token is None:
+                return
 
     def _token(self, stale: str | None) -> str:
         with self._token_lock:  # one fetch for N concurrent callers

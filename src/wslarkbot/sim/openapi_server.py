@@ -141,6 +141,13 @@ class FakeOpenAPI(OpenAPIState):
         answer = self.answer(fake, call)
         from aiohttp import web
 
+        if answer.file is not None:
+            disposition = f'attachment; filename="{answer.file.filename}"'
+            return web.Response(
+                body=answer.file.content,
+                headers={**answer.headers, "Content-Disposition": disposition},
+                content_type=answer.file.content_type,
+            )
         if answer.body is None:
             return web.Response(status=answer.status, text="404 page not found", headers=answer.headers)
         return web.json_response(answer.body, status=answer.status, headers=answer.headers)

@@ -30,11 +30,12 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import WslarkbotError
+from .openapi_extras import Download, ExtrasStore, Part, parse_multipart
 from .openapi_messages import CODE_VALIDATION, MessageStore, OpenAPIFailure, StoredMessage
 
 __all__ = ["TOKEN_PATH", "Answer", "FakeRequest", "OpenAPIState", "RecordedCall", "StoredMessage"]
@@ -75,6 +76,8 @@ class Answer:
     body: dict[str, Any] | None
     headers: dict[str, str]
     code: int  # the answer's ``code``; -1 for the 404
+    #: a file answer (``body`` is then None): what a resource download returns
+    file: Download | None = None
 
 
 @dataclass
@@ -169,6 +172,7 @@ class OpenAPIState:
         self._store = MessageStore(
             self._throttle_app, self._tenant_key, clock=clock, monotonic=monotonic, patch_qps=patch_qps
         )
+        self._extras = ExtrasStore(self._store, clock)
 
     # -- configuration and injection ------------------------------------------------------------------
 
@@ -207,6 +211,32 @@ class OpenAPIState:
         with self._cond:
             self._store.messages[message_id] = msg
         return msg
+
+    def add_chat(
+        self, chat_id: str, info: Mapping[str, Any], members: Iterable[Mapping[str, Any]] = ()
+    ) -> None:
+        """Seed a chat the app is in: ``info`` is what chat info answers; each member has ``name``,
+        ``tenant_key`` and its ids (``open_id``, ``user_id``, ``union_id``)."""
+        with self._cond:
+            self._extras.chats[chat_id] = {"chat_id": chat_id, **info}
+            self._extras.members[chat_id] = [dict(m) for m in members]
+
+    def add_user(self, user: Mapping[str, Any]) -> None:
+        """Seed a user (``open_id``, ``user_id``, ``union_id``, ``name``...) for user info and urgent."""
+        with self._cond:
+            self._extras.users[str(user["open_id"])] = dict(user)
+
+    def add_resource(
+        self, key: str, content: bytes, content_type: str, filename: str, app_id: str = ""
+    ) -> None:
+        """Seed an image (``img_...``) or file (``file_...``) a message may carry, for downloads."""
+        with self._cond:
+            self._extras.add_upload(key, app_id, content, content_type, filename)
+
+    @property
+    def extras(self) -> ExtrasStore:
+        """Uploads, reactions, recalled messages and urgent calls (read them after the calls returned)."""
+        return self._extras
 
     def inject_error(
         self, code: int, msg: str, http_status: int = 400, path_contains: str | None = None, count: int = 1
@@ -298,11 +328,19 @@ class OpenAPIState:
         headers = {"X-Tt-Logid": log_id}
         with self._cond:
             try:
-                body, ok = _parse_json(request.body)
-                if not ok:
-                    raise OpenAPIFailure(CODE_VALIDATION, "request body is not JSON")
-                result = self._dispatch(request, call, body)
-                answer = Answer(200, result, headers, int(result.get("code", 0)))
+                content_type = request.header("Content-Type")
+                if content_type.lower().startswith("multipart/"):
+                    body, parts = None, parse_multipart(content_type, request.body)
+                else:
+                    body, ok = _parse_json(request.body)
+                    parts = {}
+                    if not ok:
+                        raise OpenAPIFailure(CODE_VALIDATION, "request body is not JSON")
+                result = self._dispatch(request, call, body, parts)
+                if isinstance(result, Download):
+                    answer = Answer(200, None, headers, 0, file=result)
+                else:
+                    answer = Answer(200, result, headers, int(result.get("code", 0)))
             except OpenAPIFailure as fail:
                 error = {"code": fail.code, "msg": fail.msg, "error": {"log_id": log_id}}
                 answer = Answer(fail.status, error, {**fail.headers, **headers}, fail.code)
@@ -312,7 +350,9 @@ class OpenAPIState:
             self._cond.notify_all()
         return answer
 
-    def _dispatch(self, request: FakeRequest, call: RecordedCall, body: Any) -> dict[str, Any]:
+    def _dispatch(
+        self, request: FakeRequest, call: RecordedCall, body: Any, parts: Mapping[str, Part]
+    ) -> dict[str, Any] | Download:
         """Route one request; runs under the state lock; raises :class:`OpenAPIFailure` for error answers."""
         path, method = request.path, request.method
         for inj in self._injections:
@@ -346,8 +386,34 @@ class OpenAPIState:
         elif path == "/open-apis/interactive/v1/card/update" and method == "POST":
             handler, args = self._store.card_update, (body,)
         else:
-            raise _NotFound
+            handler, args = self._route_extras(request, body, parts)
         return handler(self._authorise(request.header("Authorization"), call).app_id, *args)
+
+    def _route_extras(
+        self, request: FakeRequest, body: Any, parts: Mapping[str, Part]
+    ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The endpoints of :mod:`.openapi_extras` (uploads, resources, reactions, chats, users...)."""
+        path, method, query, x = request.path, request.method, request.query, self._extras
+        msg = r"/open-apis/im/v1/messages/([^/]+)"
+        routes: list[tuple[str, str, Callable[..., Any], Callable[[re.Match[str]], tuple[Any, ...]]]] = [
+            ("POST", r"/open-apis/im/v1/images", x.upload, lambda m: ("image", parts)),
+            ("POST", r"/open-apis/im/v1/files", x.upload, lambda m: ("file", parts)),
+            ("GET", msg + r"/resources/([^/]+)", x.download, lambda m: (m[1], m[2], query)),
+            ("DELETE", msg, x.recall, lambda m: (m[1],)),
+            ("POST", msg + r"/forward", x.forward, lambda m: (m[1], query, body)),
+            ("POST", msg + r"/reactions", x.add_reaction, lambda m: (m[1], body)),
+            ("GET", msg + r"/reactions", x.list_reactions, lambda m: (m[1], query)),
+            ("DELETE", msg + r"/reactions/([^/]+)", x.remove_reaction, lambda m: (m[1], m[2])),
+            ("PATCH", msg + r"/urgent_(app|sms|phone)", x.urgent_call, lambda m: (m[1], m[2], query, body)),
+            ("GET", r"/open-apis/im/v1/chats/([^/]+)", x.chat, lambda m: (m[1],)),
+            ("GET", r"/open-apis/im/v1/chats/([^/]+)/members", x.chat_members, lambda m: (m[1], query)),
+            ("GET", r"/open-apis/contact/v3/users/([^/]+)", x.user, lambda m: (m[1], query)),
+        ]
+        for want, pattern, handler, args in routes:
+            m = re.fullmatch(pattern, path)
+            if m and method == want:
+                return handler, args(m)
+        raise _NotFound
 
     def _throttle_app(self, app_id: str) -> None:
         app = self._apps[app_id]
