@@ -217,3 +217,19 @@ def test_helpers_check_their_arguments() -> None:
         with pytest.raises(ConfigurationError):
             make()
     assert calls.get_message("om/../x").path.endswith("/om%2F..%2Fx")
+
+
+def test_lark_client_reaches_the_rest_of_the_platform_with_the_bots_credentials(api: FakeOpenAPI) -> None:
+    from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
+
+    from wslarkbot import Bot
+
+    app_id = "cli_lark_bridge"  # lark-oapi caches tokens per app id process-wide: one of its own
+    api.add_app(app_id, "bridge-secret")
+    bot = Bot(app_id, "bridge-secret", host=api.url)
+    body = CreateMessageRequestBody.builder().receive_id("ou_1").msg_type("text").content('{"text":"hi"}')
+    request = CreateMessageRequest.builder().receive_id_type("open_id").request_body(body.build()).build()
+    response = bot.lark_client().im.v1.message.create(request)
+    assert response.success(), response.msg
+    (call,) = api.calls_to("/open-apis/im/v1/messages", "POST")
+    assert call.app_id == app_id and call.json["content"] == '{"text":"hi"}'

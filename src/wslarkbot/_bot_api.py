@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError
+from .tenancy import current_tenant
 
 if TYPE_CHECKING:
     from .openapi import AsyncOpenAPIClient, OpenAPIClient
+    from .openapi.tickets import AppTicketStore
+    from .openapi.token import AppType
 
 __all__ = ["BotAPIMixin"]
 
@@ -27,6 +30,8 @@ class BotAPIMixin:
     _api: OpenAPIClient | None
     _async_api: AsyncOpenAPIClient | None
     _api_lock: threading.Lock
+    app_type: AppType
+    tickets: AppTicketStore
 
     def _require_secret(self) -> str:
         if not self.app_secret:
@@ -35,7 +40,11 @@ class BotAPIMixin:
 
     @property
     def api(self) -> OpenAPIClient:
-        """The sync OpenAPI client, created on first use."""
+        """The sync OpenAPI client, created on first use.
+
+        A store app's, inside a handler, calls as the tenant of the event being handled
+        (:mod:`wslarkbot.tenancy`); elsewhere use ``bot.api.for_tenant(tenant_key)``.
+        """
         with self._api_lock:
             if self._api is None:
                 from .openapi import OpenAPIClient
@@ -46,12 +55,16 @@ class BotAPIMixin:
                     host=self.host,
                     transport=self._http_transport,
                     clock=self._clock,
+                    app_type=self.app_type,
+                    tickets=self.tickets,
                 )
-            return self._api
+            api = self._api
+        tenant = current_tenant() if self.app_type == "store" else None
+        return api.for_tenant(tenant) if tenant else api
 
     @property
     def async_api(self) -> AsyncOpenAPIClient:
-        """The asyncio OpenAPI client, created on first use."""
+        """The asyncio OpenAPI client, created on first use (a store app's: as :attr:`api`)."""
         with self._api_lock:
             if self._async_api is None:
                 from .openapi import AsyncOpenAPIClient
@@ -62,8 +75,34 @@ class BotAPIMixin:
                     host=self.host,
                     transport=self._async_http_transport,
                     clock=self._clock,
+                    app_type=self.app_type,
+                    tickets=self.tickets,
                 )
-            return self._async_api
+            aapi = self._async_api
+        tenant = current_tenant() if self.app_type == "store" else None
+        return aapi.for_tenant(tenant) if tenant else aapi
+
+    def lark_client(self) -> Any:
+        """A ``lark_oapi.Client`` for the same app (id, secret, host), for everything else on the platform.
+
+        Needs the ``lark`` extra (``pip install 'wslarkbot[lark]'``, the official ``lark-oapi``). A store
+        app's client is built with ``app_type(lark.AppType.ISV)``; pass the tenant and ``app_ticket`` in
+        each call's ``RequestOption`` as lark-oapi expects.
+
+        Raises:
+            ConfigurationError: lark-oapi is not installed, or the bot has no app secret.
+        """
+        try:
+            import lark_oapi as lark
+        except ImportError:
+            raise ConfigurationError(
+                "bot.lark_client() needs lark-oapi: pip install 'wslarkbot[lark]'"
+            ) from None
+        builder = lark.Client.builder().app_id(self.app_id).app_secret(self._require_secret())
+        builder = builder.domain(self.host)
+        if self.app_type == "store":
+            builder = builder.app_type(lark.AppType.ISV)
+        return builder.build()
 
     # The original convenience methods, delegating to ``self.api``. ``msg_type=None`` means "text", or
     # the ``msg_type`` a card/message builder carries (so ``bot.send(open_id, card)`` works). Extra

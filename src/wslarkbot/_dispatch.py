@@ -18,6 +18,7 @@ messages in flight.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import threading
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .exceptions import ConfigurationError
+from .tenancy import acting_for
 
 __all__ = [
     "Acquire",
@@ -52,6 +54,8 @@ class Call:
     func: Callable[..., Any]
     args: tuple[Any, ...]
     name: str
+    #: the event's tenant: the call runs acting for it (wslarkbot/tenancy.py)
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,9 +234,10 @@ def drive_sync(flow: Generator[Step, Any, T], locks: KeyedLocks) -> T:
                 step = flow.send(None)
                 continue
             try:
-                value = step.func(*step.args)
-                if inspect.isawaitable(value):
-                    value = _run_awaitable_sync(value)
+                with acting_for(step.tenant):
+                    value = step.func(*step.args)
+                    if inspect.isawaitable(value):
+                        value = _run_awaitable_sync(value)
             except Exception as exc:  # handed to the flow, which logs it
                 step = flow.throw(exc)
             else:
@@ -263,12 +268,14 @@ async def drive_async(flow: Generator[Step, Any, T], executor: Executor | None, 
                 step = flow.send(None)
                 continue
             try:
-                if is_async_callable(step.func):
-                    value = await step.func(*step.args)
-                else:
-                    value = await loop.run_in_executor(executor, functools.partial(step.func, *step.args))
-                    if inspect.isawaitable(value):
-                        value = await value
+                with acting_for(step.tenant):
+                    if is_async_callable(step.func):
+                        value = await step.func(*step.args)
+                    else:  # in this context (the tenant, and whatever else the caller set)
+                        call = functools.partial(contextvars.copy_context().run, step.func, *step.args)
+                        value = await loop.run_in_executor(executor, call)
+                        if inspect.isawaitable(value):
+                            value = await value
             except Exception as exc:
                 step = flow.throw(exc)
             else:

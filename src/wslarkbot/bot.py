@@ -81,6 +81,8 @@ from .exceptions import (
     MalformedRequestError,
     ProtocolError,
 )
+from .openapi.tickets import AppTicketStore, MemoryTicketStore
+from .openapi.token import AppType
 from .verify import verify_request
 from .wire import Envelope
 
@@ -184,9 +186,16 @@ class Bot(BotAPIMixin):
         ordering: Ordering = "chat",
         dedup: bool | Deduplicator | None = None,
         drop_older_than: float | timedelta | None = None,
+        app_type: AppType = "self_built",
+        tickets: AppTicketStore | None = None,
     ) -> None:
         if not app_id:
             raise ConfigurationError("app_id is required")
+        if app_type not in ("self_built", "store"):
+            raise ConfigurationError(f"app_type must be 'self_built' or 'store', not {app_type!r}")
+        self.app_type: AppType = app_type
+        #: where app_ticket events are kept (store apps; docs/openapi.md "Store apps")
+        self.tickets: AppTicketStore = tickets or MemoryTicketStore()
         self.app_id = app_id
         self.app_secret = app_secret
         self.verification_token = verification_token
@@ -359,6 +368,8 @@ class Bot(BotAPIMixin):
         rid = request.request_id or "-"
         if isinstance(event, UrlVerification):
             return DispatchResult(request, {"challenge": event.challenge})
+        if event.event_type == "app_ticket" and isinstance(event, EventV1):
+            self._keep_ticket(event)
         if self._is_stale(request):
             return DispatchResult(request, None, skipped="stale")
         claim = claim_event(self._dedup, self.app_id, event, rid)
@@ -366,10 +377,11 @@ class Bot(BotAPIMixin):
             return DispatchResult(request, None, skipped="in-progress", no_answer=True)
         if claim.duplicate:
             return DispatchResult(request, claim.duplicate_response(event), skipped="duplicate")
+        tenant = event.tenant_key
         if self._on_message_overridden():
-            calls = [Call(self.on_message, (request.data, message), "on_message")]
+            calls = [Call(self.on_message, (request.data, message), "on_message", tenant)]
         else:  # dispatch each handler directly, so async ones are awaited on the caller's loop
-            calls = [Call(f, (event,), handler_name(f)) for f in self.handlers_for(event)]
+            calls = [Call(f, (event,), handler_name(f), tenant) for f in self.handlers_for(event)]
         if not calls:
             logger.debug("request %s: no handler for %s", rid, event.event_type)
         key = self._ordering_key(event) if calls else None
@@ -384,6 +396,15 @@ class Bot(BotAPIMixin):
             raise
         claim.finish(not failed, response)
         return DispatchResult(request, response, failed)
+
+    def _keep_ticket(self, event: EventV1) -> None:
+        """Store an ``app_ticket`` event's ticket (store apps make their tokens from the latest one)."""
+        ticket, app_id = event.event.get("app_ticket"), event.event.get("app_id", self.app_id)
+        if not isinstance(ticket, str) or not ticket or app_id != self.app_id:
+            logger.warning("ignored an app_ticket event without a ticket for %s", self.app_id)
+            return
+        self.tickets.put(self.app_id, ticket)
+        logger.info("app_ticket of %s received", self.app_id)
 
     def _ordering_key(self, event: FeishuEvent) -> Hashable | None:
         if self._key_fn is None or event.is_callback:

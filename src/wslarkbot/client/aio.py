@@ -265,9 +265,13 @@ class AsyncClient(ConnectionLoop):
                 self._runner = None
 
     def _start_credential_checks(self) -> list[asyncio.Task[None]]:
-        """Warn about bots without an App Secret; check the others' credentials in the background."""
+        """Warn about bots without an App Secret; check the others' credentials in the background (with
+        ``check_credentials``), and ask Feishu for the ``app_ticket`` of store apps that have none."""
         tasks = []
         for bot in self._bots.values():
+            store = getattr(bot, "app_type", "self_built") == "store"
+            if not (self._check_credentials or store):
+                continue
             if not getattr(bot, "app_secret", None):
                 logger.warning(
                     "bot %s has no app_secret: it receives events, but replying or any other OpenAPI call "
@@ -284,6 +288,8 @@ class AsyncClient(ConnectionLoop):
                     str(bot.app_secret),  # type: ignore[attr-defined]
                     host,
                     transport=getattr(bot, "_async_http_transport", None),
+                    app_type="store" if store else "self_built",
+                    tickets=getattr(bot, "tickets", None),
                 )
                 tasks.append(asyncio.ensure_future(_check_credentials(bot.app_id, api, host)))
         return tasks
@@ -323,7 +329,7 @@ class AsyncClient(ConnectionLoop):
             status=self.status,
             ack_failures=self._ack_failures,
         )
-        checks = self._start_credential_checks() if self._check_credentials else []
+        checks = self._start_credential_checks()
         http = httpx.AsyncClient()
         opts = self._connect_options
         ws_sink = WebSocketReplySink(
@@ -361,10 +367,20 @@ class AsyncClient(ConnectionLoop):
 
 
 async def _check_credentials(app_id: str, api: AsyncOpenAPIClient, host: str) -> None:
-    """Fetch one tenant_access_token with ``api`` (closed after); log what went wrong, if anything."""
+    """Fetch one tenant_access_token with ``api`` (closed after); log what went wrong, if anything.
+
+    A store app has no tenant of its own: with an ``app_ticket`` kept, its app_access_token is fetched;
+    without one, Feishu is asked to resend it (the bot stores the ``app_ticket`` event that follows).
+    """
     try:
         async with api:
-            await asyncio.wait_for(api.tenant_access_token(), 15.0)
+            if api.app_type != "store":
+                await asyncio.wait_for(api.tenant_access_token(), 15.0)
+            elif api.has_app_ticket():
+                await asyncio.wait_for(api.app_access_token(), 15.0)
+            else:
+                await asyncio.wait_for(api.resend_app_ticket(), 15.0)
+                logger.info("asked Feishu to resend the app_ticket of store app %s", app_id)
     except FeishuAPIError as exc:
         logger.error(
             "Feishu refused the credentials of %s (code %s: %s): check its app_secret (and the OpenAPI "

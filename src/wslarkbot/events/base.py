@@ -51,6 +51,11 @@ class FeishuEvent:
         raise NotImplementedError
 
     @property
+    def tenant_key(self) -> str | None:
+        """The tenant the request comes from (a store app serves many), when the payload says."""
+        return None
+
+    @property
     def dedup_key(self) -> str | None:
         """A stable id for deduplication (:mod:`wslarkbot.events`); None when nothing is stable."""
         raise NotImplementedError
@@ -206,6 +211,10 @@ class EventV1(FeishuEvent):
     @property
     def event_type(self) -> str:
         return str(self.event.get("type", ""))
+
+    @property
+    def tenant_key(self) -> str | None:
+        return _str_or_none(self.event.get("tenant_key"))
 
     @property
     def token(self) -> str | None:

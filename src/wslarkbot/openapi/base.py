@@ -7,11 +7,13 @@ Each method builds an :class:`~wslarkbot.openapi.core.HTTPRequest` with :class:`
 
 from __future__ import annotations
 
+import copy
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+from ..exceptions import ConfigurationError
 from . import calls
 from .calls import FileSource
 from .core import HTTPRequest, OpenAPICore
@@ -22,6 +24,7 @@ R = TypeVar("R")  # OpenAPIResponse, or Awaitable[OpenAPIResponse]
 S = TypeVar("S")  # str, or Awaitable[str]
 D = TypeVar("D")  # Resource, or Awaitable[Resource]
 P = TypeVar("P")  # Iterator[dict], or AsyncIterator[dict]
+C = TypeVar("C", bound="BaseOpenAPIClient[Any, Any, Any, Any]")
 
 
 class BaseOpenAPIClient(ABC, Generic[R, S, D, P]):
@@ -40,6 +43,8 @@ class BaseOpenAPIClient(ABC, Generic[R, S, D, P]):
     """
 
     _core: OpenAPICore
+    #: the tenant this client calls as (store apps; :meth:`for_tenant`), None for a self-built app
+    _tenant_key: str | None = None
 
     @abstractmethod
     def _call(self, request: HTTPRequest) -> R: ...
@@ -53,6 +58,30 @@ class BaseOpenAPIClient(ABC, Generic[R, S, D, P]):
     @abstractmethod
     def tenant_access_token(self) -> S:
         """The current tenant_access_token (fetched on first use, cached, refreshed before expiry)."""
+
+    @property
+    def app_type(self) -> str:
+        """``"self_built"`` or ``"store"``."""
+        return self._core.app_type
+
+    def has_app_ticket(self) -> bool:
+        """Whether a store app's ``app_ticket`` has arrived (its tokens can be made)."""
+        return self._core.tickets.get(self._core.app_id) is not None
+
+    @property
+    def tenant_key(self) -> str | None:
+        """The tenant this client calls as (:meth:`for_tenant`), or None."""
+        return self._tenant_key
+
+    def for_tenant(self: C, tenant_key: str) -> C:
+        """This client calling as tenant ``tenant_key`` (a store app installed by many tenants; an
+        event's ``tenant_key`` says whose it is). It shares this client's connections, token caches and
+        lock: close the original, not the view."""
+        if not tenant_key:
+            raise ConfigurationError("tenant_key must be a non-empty string")
+        view = copy.copy(self)
+        view._tenant_key = tenant_key
+        return view
 
     def request(
         self,

@@ -5,8 +5,8 @@ drive the same generators (the pattern of ``httpx.Auth.auth_flow``). A flow yiel
 
 - an :class:`HTTPRequest`: the driver performs it and sends back an :class:`HTTPResponse`;
 - a :class:`Sleep`: the driver waits that many seconds and sends back ``None``;
-- a :class:`NeedToken`: the driver runs :meth:`TokenCache.flow` under its lock (``threading.Lock`` or
-  ``asyncio.Lock``) and sends back the token string.
+- a :class:`NeedToken`: the driver runs :meth:`OpenAPICore.token_flow` under its lock (``threading.Lock``
+  or ``asyncio.Lock``) and sends back the token string.
 
 The flow ends with ``StopIteration.value``, the result. Feishu facts implemented here come from
 protocol.md §8 (paths, error shape, rate limits, token refresh rule).
@@ -14,6 +14,7 @@ protocol.md §8 (paths, error shape, rate limits, token refresh rule).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import email.message
 import json
@@ -22,7 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import CardValidationError, ConfigurationError, FeishuAPIError, RateLimitedError
-from .token import TOKEN_PATH, TokenCache
+from .tickets import AppTicketStore, MemoryTicketStore
+from .token import (
+    APP_TOKEN_PATH,
+    MAX_TENANTS,
+    STORE_APP_TOKEN_PATH,
+    STORE_TENANT_TOKEN_PATH,
+    TICKET_RESEND_PATH,
+    TOKEN_PATH,
+    AppType,
+    NoAppTicket,
+    TokenCache,
+)
 
 __all__ = [
     "DEFAULT_HOST",
@@ -33,6 +45,7 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "NeedToken",
+    "NoAppTicket",
     "OpenAPICore",
     "OpenAPIResponse",
     "FilePart",
@@ -169,9 +182,11 @@ class Sleep:
 
 @dataclass(frozen=True)
 class NeedToken:
-    """Ask the driver for a tenant_access_token; ``stale`` is a token the server just rejected."""
+    """Ask the driver for a tenant_access_token (of ``tenant_key``, for a store app); ``stale`` is a token
+    the server just rejected."""
 
     stale: str | None = None
+    tenant_key: str | None = None
 
 
 Step = HTTPRequest | Sleep | NeedToken
@@ -365,33 +380,127 @@ class OpenAPICore:
     """Requests and flows for one Feishu app; shared by the sync and asyncio clients. No I/O.
 
     Args:
-        app_id, app_secret: the custom app's credentials.
+        app_id, app_secret: the app's credentials.
         clock: seconds since the epoch, injectable for token-expiry tests.
         max_retries: retries after a rate-limited answer (each waits ``x-ogw-ratelimit-reset``, capped).
+        app_type: ``"self_built"`` (a custom app of one tenant) or ``"store"`` (a marketplace app: tokens
+            from the ``app_ticket``, one tenant token per ``tenant_key``; :mod:`.token`).
+        tickets: where a store app's ``app_ticket`` is kept (default: in memory).
     """
 
-    def __init__(self, app_id: str, app_secret: str, *, clock: Callable[[], float], max_retries: int) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        *,
+        clock: Callable[[], float],
+        max_retries: int,
+        app_type: AppType = "self_built",
+        tickets: AppTicketStore | None = None,
+    ) -> None:
         if not app_id or not app_secret:
             raise ConfigurationError("app_id and app_secret are required for the OpenAPI client")
         if max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
+        if app_type not in ("self_built", "store"):
+            raise ConfigurationError(f"app_type must be 'self_built' or 'store', not {app_type!r}")
+        self.app_id = app_id
+        self._app_secret = app_secret
+        self.app_type: AppType = app_type
+        self.tickets = tickets or MemoryTicketStore()
         self.max_retries = max_retries
-        self.tokens = TokenCache(app_id, app_secret, clock=clock)
+        self._clock = clock
+        self._tenant_tokens: collections.OrderedDict[str | None, TokenCache] = collections.OrderedDict()
+        self._app_token = TokenCache("app_access_token", clock=clock)
 
-    # -- flows --------------------------------------------------------------------------------------
+    def __repr__(self) -> str:  # never show the secret
+        return f"OpenAPICore(app_id={self.app_id!r}, app_type={self.app_type!r})"
 
-    def token_flow(self, stale: str | None = None) -> Generator[Step, Any, str]:
-        """Return the cached token, or fetch one. Drivers run this under their token lock."""
-        cached = self.tokens.current(stale=stale)
+    # -- tokens (token.py) --------------------------------------------------------------------------
+
+    def _credentials(self) -> dict[str, str]:
+        return {"app_id": self.app_id, "app_secret": self._app_secret}
+
+    def _tenant_cache(self, tenant_key: str | None) -> TokenCache:
+        cache = self._tenant_tokens.get(tenant_key)
+        if cache is None:
+            if len(self._tenant_tokens) >= MAX_TENANTS:
+                self._tenant_tokens.popitem(last=False)
+            cache = self._tenant_tokens[tenant_key] = TokenCache("tenant_access_token", clock=self._clock)
+        else:
+            self._tenant_tokens.move_to_end(tenant_key)
+        return cache
+
+    def token_flow(
+        self, stale: str | None = None, tenant_key: str | None = None
+    ) -> Generator[Step, Any, str]:
+        """The cached tenant_access_token, or fetch one. Drivers run this under their token lock.
+
+        Raises:
+            ConfigurationError: a store app called without a tenant (``api.for_tenant(key)``).
+            NoAppTicket: a store app has no ``app_ticket`` yet.
+        """
+        if self.app_type == "store" and not tenant_key:
+            raise ConfigurationError(
+                "a store app calls the OpenAPI as one of its tenants: use api.for_tenant(tenant_key) "
+                "(the tenant_key of the event you are handling; bot.api does this inside a handler)"
+            )
+        cache = self._tenant_cache(tenant_key if self.app_type == "store" else None)
+        cached = cache.current(stale=stale)
         if cached is not None:
             return cached
-        request = HTTPRequest("POST", TOKEN_PATH, self.tokens.request_body())
-        _, body = yield from exchange(request, self.max_retries)
-        return self.tokens.accept(body or {})
+        if self.app_type == "self_built":
+            _, body = yield from exchange(
+                HTTPRequest("POST", TOKEN_PATH, self._credentials()), self.max_retries
+            )
+            return cache.accept(body or {})
+        app_token = yield from self.app_token_flow()
+        for attempt in range(2):
+            request = HTTPRequest(
+                "POST", STORE_TENANT_TOKEN_PATH, {"app_access_token": app_token, "tenant_key": tenant_key}
+            )
+            try:
+                _, body = yield from exchange(request, self.max_retries)
+            except FeishuAPIError as exc:
+                if exc.code not in TOKEN_INVALID_CODES or attempt:
+                    raise
+                app_token = yield from self.app_token_flow(stale=app_token)
+                continue
+            return cache.accept(body or {})
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def call_flow(self, request: HTTPRequest) -> Generator[Step, Any, OpenAPIResponse]:
+    def app_token_flow(self, stale: str | None = None) -> Generator[Step, Any, str]:
+        """The cached app_access_token, or fetch one (a store app's from its latest ``app_ticket``)."""
+        cached = self._app_token.current(stale=stale)
+        if cached is not None:
+            return cached
+        if self.app_type == "self_built":
+            request = HTTPRequest("POST", APP_TOKEN_PATH, self._credentials())
+        else:
+            ticket = self.tickets.get(self.app_id)
+            if not ticket:
+                raise NoAppTicket(
+                    f"no app_ticket for store app {self.app_id} yet: Feishu pushes one every hour and on "
+                    "request (api.resend_app_ticket(); the client asks at start)"
+                )
+            request = HTTPRequest("POST", STORE_APP_TOKEN_PATH, {**self._credentials(), "app_ticket": ticket})
+        _, body = yield from exchange(request, self.max_retries)
+        return self._app_token.accept(body or {})
+
+    def resend_ticket_flow(self) -> Generator[Step, Any, OpenAPIResponse]:
+        """Ask Feishu to push a fresh ``app_ticket`` event now (store apps)."""
+        response, body = yield from exchange(
+            HTTPRequest("POST", TICKET_RESEND_PATH, self._credentials()), self.max_retries
+        )
+        return OpenAPIResponse({}, body=body, status_code=response.status_code, headers=response.headers)
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def call_flow(
+        self, request: HTTPRequest, tenant_key: str | None = None
+    ) -> Generator[Step, Any, OpenAPIResponse]:
         """Authorise and perform ``request``; on a token-invalid code refresh once and retry once."""
-        response, body = yield from self._authorised(request)
+        response, body = yield from self._authorised(request, tenant_key)
         if body is None:  # pragma: no cover - only raw requests are answered with files
             raise FeishuAPIError(-1, f"non-JSON response (HTTP {response.status_code})")
         data = body.get("data")
@@ -402,24 +511,26 @@ class OpenAPICore:
             headers=response.headers,
         )
 
-    def download_flow(self, request: HTTPRequest) -> Generator[Step, Any, Resource]:
+    def download_flow(
+        self, request: HTTPRequest, tenant_key: str | None = None
+    ) -> Generator[Step, Any, Resource]:
         """Authorise and perform a ``raw`` request; the file it is answered with.
 
         Raises:
             FeishuAPIError: Feishu answered JSON (an error) instead of a file.
         """
-        response, body = yield from self._authorised(request)
+        response, body = yield from self._authorised(request, tenant_key)
         if body is not None:
             raise FeishuAPIError(-1, "expected a file, Feishu answered JSON", body=body)
         return Resource.of(response)
 
     def _authorised(
-        self, request: HTTPRequest
+        self, request: HTTPRequest, tenant_key: str | None
     ) -> Generator[Step, Any, tuple[HTTPResponse, dict[str, Any] | None]]:
         refreshed = False
         stale: str | None = None
         while True:
-            token: str = yield NeedToken(stale)
+            token: str = yield NeedToken(stale, tenant_key)
             authorised = request.with_headers({"Authorization": f"Bearer {token}"})
             try:
                 return (yield from exchange(authorised, self.max_retries))

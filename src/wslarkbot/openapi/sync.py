@@ -26,6 +26,8 @@ from .core import (
     http_arguments,
     saving,
 )
+from .tickets import AppTicketStore
+from .token import AppType
 
 __all__ = ["OpenAPIClient"]
 
@@ -59,8 +61,12 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str, Resource, Iterator[d
         clock: Callable[[], float] = time.time,
         max_retries: int = 3,
         timeout: float = 10.0,
+        app_type: AppType = "self_built",
+        tickets: AppTicketStore | None = None,
     ) -> None:
-        self._core = OpenAPICore(app_id, app_secret, clock=clock, max_retries=max_retries)
+        self._core = OpenAPICore(
+            app_id, app_secret, clock=clock, max_retries=max_retries, app_type=app_type, tickets=tickets
+        )
         self._http = httpx.Client(base_url=host.rstrip("/"), transport=transport, timeout=timeout)
         self._token_lock = threading.Lock()
 
@@ -77,7 +83,7 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str, Resource, Iterator[d
                 time.sleep(step.seconds)  # honouring x-ogw-ratelimit-reset (capped in core)
                 reply = None
             elif isinstance(step, NeedToken):
-                reply = self._token(step.stale)
+                reply = self._token(step.stale, step.tenant_key)
 
     def _send(self, request: HTTPRequest) -> HTTPResponse:
         built = self._http.build_request(request.method, request.path, **http_arguments(request))
@@ -96,7 +102,7 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str, Resource, Iterator[d
             response.close()
 
     def _download(self, request: HTTPRequest) -> Resource:
-        return self._drive(self._core.download_flow(request))
+        return self._drive(self._core.download_flow(request, self._tenant_key))
 
     def _pages(self, request: HTTPRequest, page_size: int, items: str) -> Iterator[dict[str, Any]]:
         token: str | None = None
@@ -107,16 +113,25 @@ class OpenAPIClient(BaseOpenAPIClient[OpenAPIResponse, str, Resource, Iterator[d
             if token is None:
                 return
 
-    def _token(self, stale: str | None) -> str:
+    def _token(self, stale: str | None, tenant_key: str | None) -> str:
         with self._token_lock:  # one fetch for N concurrent callers
-            return self._drive(self._core.token_flow(stale))
+            return self._drive(self._core.token_flow(stale, tenant_key))
 
     def _call(self, request: HTTPRequest) -> OpenAPIResponse:
-        return self._drive(self._core.call_flow(request))
+        return self._drive(self._core.call_flow(request, self._tenant_key))
 
     def tenant_access_token(self) -> str:
         """The current tenant_access_token (fetched on first use, cached, refreshed before expiry)."""
-        return self._token(None)
+        return self._token(None, self._tenant_key)
+
+    def app_access_token(self) -> str:
+        """The current app_access_token (a store app's is made from its latest ``app_ticket``)."""
+        with self._token_lock:
+            return self._drive(self._core.app_token_flow())
+
+    def resend_app_ticket(self) -> OpenAPIResponse:
+        """Ask Feishu to push a fresh ``app_ticket`` event now (store apps; the bot stores it)."""
+        return self._drive(self._core.resend_ticket_flow())
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

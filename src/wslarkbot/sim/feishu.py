@@ -276,9 +276,9 @@ class FeishuSimulator:
         """Push a v1.0 event (``event["type"]`` required), e.g. ``{"type": "p2p_chat_create", ...}``."""
         return await self.send_event(payloads.event_v1(self.app, event), url=url)
 
-    async def send_app_ticket(self, *, url: str | None = None) -> DeliveryResult:
-        """Push the v1 ``app_ticket`` event."""
-        return await self.send_event(payloads.app_ticket(self.app), url=url)
+    async def send_app_ticket(self, ticket: str | None = None, *, url: str | None = None) -> DeliveryResult:
+        """Push the v1 ``app_ticket`` event (``ticket``: what the fake OpenAPI issued, default a new id)."""
+        return await self.send_event(payloads.app_ticket(self.app, ticket), url=url)
 
     # -- callbacks --------------------------------------------------------------------------------
 

@@ -41,6 +41,13 @@ from .openapi_messages import CODE_VALIDATION, MessageStore, OpenAPIFailure, Sto
 __all__ = ["TOKEN_PATH", "Answer", "FakeRequest", "OpenAPIState", "RecordedCall", "StoredMessage"]
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+APP_TOKEN_PATH = "/open-apis/auth/v3/app_access_token/internal"
+STORE_APP_TOKEN_PATH = "/open-apis/auth/v3/app_access_token"
+STORE_TENANT_TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token"
+TICKET_RESEND_PATH = "/open-apis/auth/v3/app_ticket/resend"
+_UNAUTHENTICATED = frozenset(
+    {TOKEN_PATH, APP_TOKEN_PATH, STORE_APP_TOKEN_PATH, STORE_TENANT_TOKEN_PATH, TICKET_RESEND_PATH}
+)
 TOKEN_LIFETIME = 7200
 TOKEN_RENEW_WINDOW = 1800  # a new token is issued only when less than 30 min remain
 
@@ -50,6 +57,11 @@ CODE_TOKEN_FORMAT = 99991671
 CODE_RATE_LIMIT = 99991400
 CODE_APP_UNKNOWN = 10003
 CODE_BAD_SECRET = 10014
+# Chosen by the fake (docs/openapi.md): the token endpoint does not fit the app's type; a bad app_ticket;
+# a tenant that has not installed the store app.
+CODE_APP_TYPE = 10015
+CODE_BAD_TICKET = 10012
+CODE_TENANT_UNKNOWN = 10013
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class RecordedCall:
     headers: dict[str, str]
     app_id: str | None = None
     token_seq: int | None = None  # 1 for the first token issued to the app, 2 for the next...
+    tenant_key: str | None = None  # the tenant whose token authorised the call
     status: int | None = None  # filled in when answered
     code: int | None = None
 
@@ -101,6 +114,8 @@ class _Token:
     app_id: str
     seq: int
     expires_at: float
+    tenant_key: str = ""
+    kind: str = "tenant"  # or "app" (an app_access_token)
 
 
 @dataclass
@@ -111,6 +126,12 @@ class _App:
     current: _Token | None = None
     issued: int = 0
     sent: deque[float] = field(default_factory=deque)
+    #: a store app: the tenants that installed it, its valid app_tickets (newest last)
+    store: bool = False
+    tenants: frozenset[str] = frozenset()
+    tickets: list[str] = field(default_factory=list)
+    #: current token per (kind, tenant_key)
+    tokens: dict[tuple[str, str], _Token] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,7 +146,7 @@ class _Injection:
 
     def matches(self, path: str) -> bool:
         if self.path_contains is None:
-            return path != TOKEN_PATH
+            return path not in _UNAUTHENTICATED
         return self.path_contains in path
 
 
@@ -180,6 +201,26 @@ class OpenAPIState:
         """Register a custom app that may fetch tokens."""
         with self._cond:
             self._apps[app_id] = _App(app_id, app_secret, tenant_key)
+
+    def add_store_app(self, app_id: str, app_secret: str, tenants: Iterable[str]) -> None:
+        """Register a store (marketplace) app installed by ``tenants``: tokens need an app_ticket
+        (:meth:`issue_app_ticket`), tenant tokens are per tenant."""
+        keys = frozenset(tenants)
+        with self._cond:
+            self._apps[app_id] = _App(app_id, app_secret, min(keys), store=True, tenants=keys)
+
+    def issue_app_ticket(self, app_id: str) -> str:
+        """A new app_ticket for a store app (as the hourly ``app_ticket`` event carries); the one before it
+        stays valid too."""
+        ticket = secrets.token_hex(16)
+        with self._cond:
+            app = self._apps[app_id]
+            app.tickets = [*app.tickets[-1:], ticket]
+        return ticket
+
+    #: called ``(app_id, ticket)`` when an app asks for a ticket resend, on the server's thread with the
+    #: state locked (so it must not block): schedule the ``app_ticket`` event's push from here
+    ticket_sink: Callable[[str, str], None] | None = None
 
     def issue_card_token(
         self, app_id: str | None = None, message_id: str | None = None, token: str | None = None
@@ -369,8 +410,8 @@ class OpenAPIState:
                         },
                     )
                 raise OpenAPIFailure(inj.code, inj.msg, inj.http_status)
-        if path == TOKEN_PATH and method == "POST":
-            return self._issue_token(body, call)
+        if path in _UNAUTHENTICATED and method == "POST":
+            return self._token_endpoint(path, body, call)
         m = re.fullmatch(r"/open-apis/im/v1/messages(?:/([^/]+))?(/reply)?", path)
         target, reply = (m.group(1), m.group(2)) if m else (None, None)
         handler: Callable[..., dict[str, Any]]
@@ -436,28 +477,64 @@ class OpenAPIState:
 
     # -- token --------------------------------------------------------------------------------------
 
-    def _issue_token(self, body: Any, call: RecordedCall) -> dict[str, Any]:
+    def _token_endpoint(self, path: str, body: Any, call: RecordedCall) -> dict[str, Any]:
+        """The five unauthenticated auth endpoints (docs/openapi.md "Tokens")."""
         if not isinstance(body, dict):
-            raise OpenAPIFailure(CODE_VALIDATION, "app_id and app_secret are required")
+            raise OpenAPIFailure(CODE_VALIDATION, "a JSON object body is required")
+        if path == STORE_TENANT_TOKEN_PATH:  # identified by its app_access_token, not id + secret
+            app_token = self._tokens.get(str(body.get("app_access_token")))
+            if app_token is None or app_token.kind != "app" or app_token.expires_at <= self._clock():
+                raise OpenAPIFailure(CODE_TOKEN_INVALID, "app_access_token is invalid")
+            owner = self._apps[app_token.app_id]
+            call.app_id = owner.app_id
+            if not owner.store:
+                raise OpenAPIFailure(CODE_APP_TYPE, "a self-built app uses tenant_access_token/internal")
+            tenant = str(body.get("tenant_key", ""))
+            if tenant not in owner.tenants:
+                raise OpenAPIFailure(CODE_TENANT_UNKNOWN, "the tenant has not installed the app")
+            return self._grant(owner, "tenant", tenant)
         app = self._apps.get(str(body.get("app_id")))
         if app is None:
             raise OpenAPIFailure(CODE_APP_UNKNOWN, "invalid param: app_id")
         call.app_id = app.app_id
         if not secrets.compare_digest(str(body.get("app_secret", "")).encode(), app.secret.encode()):
             raise OpenAPIFailure(CODE_BAD_SECRET, "app secret invalid")
+        if path == TICKET_RESEND_PATH:
+            if not app.store:
+                raise OpenAPIFailure(CODE_APP_TYPE, "only store apps receive app_tickets")
+            ticket = secrets.token_hex(16)
+            app.tickets = [*app.tickets[-1:], ticket]
+            if self.ticket_sink is not None:
+                self.ticket_sink(app.app_id, ticket)
+            return {"code": 0, "msg": "ok"}
+        if path == STORE_APP_TOKEN_PATH:
+            if not app.store:
+                raise OpenAPIFailure(CODE_APP_TYPE, "a self-built app uses app_access_token/internal")
+            if str(body.get("app_ticket", "")) not in app.tickets:
+                raise OpenAPIFailure(CODE_BAD_TICKET, "app_ticket is invalid")
+            return self._grant(app, "app", "")
+        if app.store:
+            raise OpenAPIFailure(CODE_APP_TYPE, "a store app needs its app_ticket (app_access_token)")
+        if path == APP_TOKEN_PATH:
+            return self._grant(app, "app", "")
+        return self._grant(app, "tenant", app.tenant_key)
+
+    def _grant(self, app: _App, kind: str, tenant: str) -> dict[str, Any]:
+        """The current token of ``kind`` for ``(app, tenant)``, or a new one (< 30 min left, or revoked)."""
         now = self._clock()
-        current = app.current
+        current = app.tokens.get((kind, tenant))
         revoked = current is not None and current.value not in self._tokens
         if current is None or revoked or current.expires_at - now < TOKEN_RENEW_WINDOW:
             app.issued += 1
-            current = _Token("t-" + secrets.token_hex(20), app.app_id, app.issued, now + TOKEN_LIFETIME)
-            app.current = self._tokens[current.value] = current
-        return {
-            "code": 0,
-            "msg": "ok",
-            "tenant_access_token": current.value,
-            "expire": int(current.expires_at - now),
-        }
+            prefix = "t-" if kind == "tenant" else "a-"
+            current = _Token(
+                prefix + secrets.token_hex(20), app.app_id, app.issued, now + TOKEN_LIFETIME, tenant, kind
+            )
+            app.tokens[(kind, tenant)] = self._tokens[current.value] = current
+            if kind == "tenant" and not app.store:
+                app.current = current
+        field_name = "tenant_access_token" if kind == "tenant" else "app_access_token"
+        return {"code": 0, "msg": "ok", field_name: current.value, "expire": int(current.expires_at - now)}
 
     def _authorise(self, header: str, call: RecordedCall) -> _Token:
         if not header.startswith("Bearer ") or not header[7:].strip():
@@ -466,9 +543,9 @@ class OpenAPIState:
         if not value.startswith(("t-", "u-")):
             raise OpenAPIFailure(CODE_TOKEN_FORMAT, "access token must start with t- or u-")
         token = self._tokens.get(value)
-        if token is None or token.expires_at <= self._clock():
+        if token is None or token.kind != "tenant" or token.expires_at <= self._clock():
             raise OpenAPIFailure(CODE_TOKEN_INVALID, "Invalid access token for authorization")
-        call.app_id, call.token_seq = token.app_id, token.seq
+        call.app_id, call.token_seq, call.tenant_key = token.app_id, token.seq, token.tenant_key
         for inj in self._injections:
             if inj.kind == "token" and inj.remaining > 0:
                 inj.remaining -= 1
