@@ -63,7 +63,8 @@ def test_patch_limit_follows_the_injected_monotonic_clock() -> None:
     ]
     assert codes == [0, 0, 0, 0, 0, 230020]
     now[0] += 1.0
-    assert call(state, "PATCH", "/open-apis/im/v1/messages/om_card", {"content": "{}"}, tok).code == 0
+    card = {"content": '{"elements":[]}'}
+    assert call(state, "PATCH", "/open-apis/im/v1/messages/om_card", card, tok).code == 0
 
 
 def test_bad_json_is_a_validation_error_and_unknown_paths_a_plain_404() -> None:

@@ -26,7 +26,14 @@ class Toast(CardElement):
 
 
 class TemplateCard(CardElement):
-    """A card built from a template: ``{"template_id", "template_version_name"?, "template_variable"?}``."""
+    """A card built from a template made in Feishu's card builder:
+    ``{"type": "template", "data": {"template_id", "template_version_name"?, "template_variable"?}}``.
+
+    The same shape is a message's ``content`` (``api.send_card(open_id, TemplateCard(...))``), a
+    callback response's ``card`` and a delayed update's ``card`` (docs/openapi.md "Cards").
+    """
+
+    msg_type = "interactive"
 
     def __init__(
         self,
@@ -34,13 +41,16 @@ class TemplateCard(CardElement):
         template_variable: Mapping[str, Any] | None = None,
         template_version_name: str | None = None,
     ) -> None:
-        if not template_id:
+        if not isinstance(template_id, str) or not template_id:
             raise _fail("template card needs a template_id")
-        super().__init__(template_id=template_id)
+        data: dict[str, Any] = {"template_id": template_id}
         if template_version_name is not None:
-            self["template_version_name"] = template_version_name
+            data["template_version_name"] = template_version_name
         if template_variable is not None:
-            self["template_variable"] = dict(template_variable)
+            if not isinstance(template_variable, Mapping):
+                raise _fail("template_variable must be a dict")
+            data["template_variable"] = dict(template_variable)
+        super().__init__(type="template", data=data)
 
 
 class CardActionResponse(CardElement):
@@ -56,7 +66,7 @@ class CardActionResponse(CardElement):
             self["toast"] = Toast(toast) if isinstance(toast, str) else Toast(**_toast_args(toast))
         if card is not None:
             if isinstance(card, TemplateCard):
-                self["card"] = {"type": "template", "data": card.to_dict()}
+                self["card"] = card.to_dict()
             elif isinstance(card, Mapping) or callable(getattr(card, "to_dict", None)):
                 data = _plain(card)
                 card_json(data)

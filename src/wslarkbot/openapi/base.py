@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ..exceptions import ConfigurationError
-from . import calls
+from . import calls, cardkit
 from .calls import FileSource
 from .core import HTTPRequest, OpenAPICore
 
@@ -191,6 +191,25 @@ class BaseOpenAPIClient(ABC, Generic[R, S, D, P]):
     def user_info(self, user_id: str, user_id_type: str = "open_id") -> R:
         """A user's profile: ``data["user"]`` (name, avatar, ... as the app's contact scope allows)."""
         return self._call(calls.user_info(user_id, user_id_type))
+
+    # -- CardKit (cardkit.py): card entities and streaming ------------------------------------------
+
+    def create_card(self, card: Any) -> R:
+        """Create a card entity from a JSON 2.0 card: ``data["card_id"]``; show it with
+        ``send(receive_id, cardkit.card_content(card_id), "interactive")``."""
+        return self._call(cardkit.create_card(card))
+
+    def update_card_entity(self, card_id: str, card: Any, sequence: int) -> R:
+        """Replace a card entity's whole card (``sequence`` grows with each update of the card)."""
+        return self._call(cardkit.update_card(card_id, card, sequence))
+
+    def stream_card_text(self, card_id: str, element_id: str, content: str, sequence: int) -> R:
+        """Set a card entity element's text (typed out in streaming mode)."""
+        return self._call(cardkit.stream_text(card_id, element_id, content, sequence))
+
+    def update_card_settings(self, card_id: str, settings: Mapping[str, Any], sequence: int) -> R:
+        """Change a card entity's config, e.g. ``{"config": {"streaming_mode": False}}``."""
+        return self._call(cardkit.update_settings(card_id, settings, sequence))
 
     def urgent(
         self, message_id: str, user_ids: Iterable[str], kind: str = "app", user_id_type: str = "open_id"

@@ -118,6 +118,8 @@ class MessageStore:
         self._monotonic = monotonic
         self._patch_qps = patch_qps
         self.messages: dict[str, StoredMessage] = {}
+        #: raises OpenAPIFailure for a card Feishu cannot build (set by the owner: openapi_cards.py)
+        self.check_card: Callable[[Any], None] | None = None
         self.card_tokens: dict[str, _CardToken] = {}
         self._uuids: dict[tuple[str, str], tuple[str, float]] = {}
         self._patches: dict[str, deque[float]] = {}
@@ -126,8 +128,7 @@ class MessageStore:
         """Register a card token: valid 30 min, 2 delayed updates."""
         self.card_tokens[token] = _CardToken(app_id, message_id, self._clock() + CARD_TOKEN_LIFETIME)
 
-    @staticmethod
-    def _content(body: Any, msg_type: str) -> str:
+    def _content(self, body: Any, msg_type: str) -> str:
         content = body.get("content")
         if not isinstance(content, str):
             raise OpenAPIFailure(CODE_VALIDATION, "field validation failed: content must be a JSON string")
@@ -140,6 +141,8 @@ class MessageStore:
         limit = CONTENT_LIMITS.get(msg_type)
         if limit is not None and len(content.encode()) > limit:
             raise OpenAPIFailure(CODE_TOO_LONG, "the message content is too long")
+        if msg_type == "interactive" and self.check_card is not None:
+            self.check_card(decoded)
         return content
 
     def _check_uuid(self, app_id: str, body: dict[str, Any]) -> StoredMessage | None:

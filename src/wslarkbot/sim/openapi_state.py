@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import WslarkbotError
+from .openapi_cards import CardEntity, CardKitStore, check_card
 from .openapi_extras import Download, ExtrasStore, Part, parse_multipart
 from .openapi_messages import CODE_VALIDATION, MessageStore, OpenAPIFailure, StoredMessage
 
@@ -194,6 +195,8 @@ class OpenAPIState:
             self._throttle_app, self._tenant_key, clock=clock, monotonic=monotonic, patch_qps=patch_qps
         )
         self._extras = ExtrasStore(self._store, clock)
+        self._cardkit = CardKitStore(monotonic)
+        self._store.check_card = lambda card: check_card(card, self._cardkit.get)
 
     # -- configuration and injection ------------------------------------------------------------------
 
@@ -273,6 +276,11 @@ class OpenAPIState:
         """Seed an image (``img_...``) or file (``file_...``) a message may carry, for downloads."""
         with self._cond:
             self._extras.add_upload(key, app_id, content, content_type, filename)
+
+    def card_entity(self, card_id: str) -> CardEntity | None:
+        """A CardKit card entity (its current card, last sequence and update history), or None."""
+        with self._cond:
+            return self._cardkit.get(card_id)
 
     @property
     def extras(self) -> ExtrasStore:
@@ -434,8 +442,9 @@ class OpenAPIState:
         self, request: FakeRequest, body: Any, parts: Mapping[str, Part]
     ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """The endpoints of :mod:`.openapi_extras` (uploads, resources, reactions, chats, users...)."""
-        path, method, query, x = request.path, request.method, request.query, self._extras
+        path, method, query, x, ck = request.path, request.method, request.query, self._extras, self._cardkit
         msg = r"/open-apis/im/v1/messages/([^/]+)"
+        card = r"/open-apis/cardkit/v1/cards/([^/]+)"
         routes: list[tuple[str, str, Callable[..., Any], Callable[[re.Match[str]], tuple[Any, ...]]]] = [
             ("POST", r"/open-apis/im/v1/images", x.upload, lambda m: ("image", parts)),
             ("POST", r"/open-apis/im/v1/files", x.upload, lambda m: ("file", parts)),
@@ -449,6 +458,10 @@ class OpenAPIState:
             ("GET", r"/open-apis/im/v1/chats/([^/]+)", x.chat, lambda m: (m[1],)),
             ("GET", r"/open-apis/im/v1/chats/([^/]+)/members", x.chat_members, lambda m: (m[1], query)),
             ("GET", r"/open-apis/contact/v3/users/([^/]+)", x.user, lambda m: (m[1], query)),
+            ("POST", r"/open-apis/cardkit/v1/cards", ck.create, lambda m: (body,)),
+            ("PUT", card, ck.update, lambda m: (m[1], body)),
+            ("PATCH", card + r"/settings", ck.settings, lambda m: (m[1], body)),
+            ("PUT", card + r"/elements/([^/]+)/content", ck.stream_text, lambda m: (m[1], m[2], body)),
         ]
         for want, pattern, handler, args in routes:
             m = re.fullmatch(pattern, path)
