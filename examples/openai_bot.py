@@ -43,7 +43,7 @@ from openai import APIStatusError, APITimeoutError, AsyncOpenAI
 
 from wslarkbot.bot import Bot, openapi_host
 from wslarkbot.events import FeishuEvent, MessageEvent
-from wslarkbot.streaming import AsyncStreamingCard, default_card
+from wslarkbot.streaming import AsyncStreamingCard, default_card, default_card_v2
 
 __all__ = ["HELP", "Conversations", "Settings", "build_bot", "main", "make_llm", "parse_settings", "run"]
 
@@ -266,8 +266,8 @@ def build_bot(
         settings.system_role, max_turns=settings.max_turns, max_chars=settings.max_chars
     )
 
-    def render(text: str, state: Any) -> dict[str, Any]:
-        return default_card(text, state, title=settings.title)
+    def render(text: str, state: Any) -> dict[str, Any]:  # JSON 2.0: streamed through CardKit
+        return default_card_v2(text, state, title=settings.title)
 
     async def note(event: MessageEvent, text: str) -> None:
         await bot.async_api.reply_card(event.message_id, default_card(text, "done", title=settings.title))

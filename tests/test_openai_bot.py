@@ -79,21 +79,37 @@ class Harness:
         assert card.msg_type == "interactive"
         return card
 
-    async def final_card(self, message_id: str) -> list[dict[str, Any]]:
-        """Wait until the reply to ``message_id`` reached its final state; every state it showed, in order."""
+    async def card_id_for(self, message_id: str) -> str:
+        """The CardKit card entity the answer to ``message_id`` shows (the bot streams through CardKit)."""
 
-        def final_patch(call: RecordedCall) -> bool:
-            if call.method != "PATCH" or call.status != 200:
-                return False
-            card = json.loads(call.json["content"])
-            return len(card["elements"]) == 1 and self._replies_to(call.path, message_id)
+        def replied(call: RecordedCall) -> bool:
+            return call.path.endswith(f"/{message_id}/reply") and call.status == 200
 
-        await asyncio.to_thread(self.api.wait_for_calls, final_patch, 1, WAIT)
-        return [json.loads(c) for c in self.card_for(message_id).contents]
+        await asyncio.to_thread(self.api.wait_for_calls, replied, 1, WAIT)
+        content = self.card_for(message_id).content
+        assert content["type"] == "card", "the answer is not a card entity"
+        return str(content["data"]["card_id"])
 
-    def _replies_to(self, path: str, message_id: str) -> bool:
-        stored = self.api.messages.get(path.rsplit("/", 1)[-1])
-        return stored is not None and stored.parent_id == message_id
+    async def final_card(self, message_id: str) -> list[str]:
+        """Wait until the answer to ``message_id`` reached its final state (the whole card replaced, streaming
+        mode off); every text it showed, in order."""
+        card_id = await self.card_id_for(message_id)
+        path = f"/open-apis/cardkit/v1/cards/{card_id}"
+
+        def closed(call: RecordedCall) -> bool:
+            return call.method == "PUT" and call.path == path and call.status == 200
+
+        await asyncio.to_thread(self.api.wait_for_calls, closed, 1, WAIT)
+        entity = self.api.card_entity(card_id)
+        assert entity is not None and not entity.streaming
+        (created,) = [c for c in self.api.calls_to("/cardkit/v1/cards", "POST") if _created(c) == card_id]
+        texts = [text_v2(json.loads(created.json["data"]))]
+        for call in self.api.calls:
+            if call.path == f"{path}/elements/answer/content" and call.status == 200:
+                texts.append(str(call.json["content"]))
+            elif closed(call):
+                texts.append(text_v2(json.loads(call.json["card"]["data"])))
+        return texts
 
     async def note(self, message_id: str) -> str:
         """The text of a one-shot reply card (commands)."""
@@ -107,6 +123,15 @@ class Harness:
 
 def text_of(card: dict[str, Any]) -> str:
     return str(card["elements"][0]["content"])
+
+
+def text_v2(card: dict[str, Any]) -> str:
+    return str(card["body"]["elements"][0]["content"])
+
+
+def _created(call: RecordedCall) -> str | None:
+    """The card_id a create-card-entity call was answered with (the fake records the answer's data)."""
+    return call.answer_data.get("card_id") if call.answer_data else None
 
 
 @pytest.fixture
@@ -179,18 +204,17 @@ async def test_answer_streams_into_a_thinking_card_then_the_final_card(start: Ma
     await asyncio.wait_for(h.llm.event("first").wait(), WAIT)
 
     def showing(text: str) -> Callable[[RecordedCall], bool]:
-        return lambda c: c.method == "PATCH" and text_of(json.loads(c.json["content"])) == text
+        return lambda c: c.path.endswith("/elements/answer/content") and c.json["content"] == text
 
     await asyncio.to_thread(h.api.wait_for_calls, showing("The answer"), 1, WAIT)  # streamed mid-answer
     h.llm.event("go").set()
-    states = await h.final_card(await asyncio.wait_for(asked, WAIT))
+    texts = await h.final_card(await asyncio.wait_for(asked, WAIT))
 
-    texts = [text_of(card) for card in states]
     assert texts[0] == "thinking..." and texts[-1] == "The answer is 42."
     assert "The answer" in texts[1:-1]
     assert all(b.startswith(a) or a == "thinking..." for a, b in itertools.pairwise(texts))
-    assert [len(card["elements"]) for card in states][-1] == 1, "the final card has no streaming note"
     assert all(c.code == 0 for c in h.api.calls_to("/im/v1/messages"))
+    assert all(c.code == 0 for c in h.api.calls_to("/cardkit/v1/cards"))
 
 
 async def test_second_question_carries_the_first_exchange(start: MakeHarness) -> None:
@@ -233,17 +257,19 @@ async def test_help_and_clear_commands(start: MakeHarness) -> None:
 async def test_llm_error_is_shown_in_the_card(start: MakeHarness) -> None:
     h = await start(title="Assistant")
     h.llm.script("break", Fail(500))
-    states = await h.final_card(await h.say("break"))
-    assert "returned an error (HTTP 500)" in text_of(states[-1])
-    assert states[-1]["header"]["template"] == "red"
+    message_id = await h.say("break")
+    states = await h.final_card(message_id)
+    assert "returned an error (HTTP 500)" in states[-1]
+    entity = h.api.card_entity(await h.card_id_for(message_id))
+    assert entity is not None and entity.card["header"]["template"] == "red"
 
 
 async def test_llm_that_hangs_times_out_in_the_card(start: MakeHarness) -> None:
     h = await start(llm_timeout=0.5)
     h.llm.script("slow", "partial", Hang())
     states = await h.final_card(await h.say("slow"))
-    assert text_of(states[-1]).startswith("partial")
-    assert "did not answer in time" in text_of(states[-1])
+    assert states[-1].startswith("partial")
+    assert "did not answer in time" in states[-1]
 
 
 async def test_two_users_do_not_share_history(start: MakeHarness) -> None:
@@ -262,8 +288,8 @@ async def test_two_users_stream_at_the_same_time(start: MakeHarness) -> None:
     h.llm.script("alice asks", "A1", Set("alice started"), WaitFor("bob started"), " A2")
     h.llm.script("bob asks", "B1", Set("bob started"), WaitFor("alice started"), " B2")
     alice, bob = await asyncio.gather(h.say("alice asks", user="ou_alice"), h.say("bob asks", user="ou_bob"))
-    assert text_of((await h.final_card(alice))[-1]) == "A1 A2"
-    assert text_of((await h.final_card(bob))[-1]) == "B1 B2"
+    assert (await h.final_card(alice))[-1] == "A1 A2"
+    assert (await h.final_card(bob))[-1] == "B1 B2"
 
 
 async def test_group_messages_are_answered_only_when_the_bot_is_mentioned(start: MakeHarness) -> None:

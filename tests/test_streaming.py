@@ -25,6 +25,7 @@ from wslarkbot.streaming import (
     StreamingCard,
     Wait,
     default_card,
+    default_card_v2,
 )
 
 APP_ID, SECRET = "cli_streaming00000001", "secret"
@@ -224,7 +225,7 @@ async def wait_for_patch_showing(api: FakeOpenAPI, text: str) -> None:
 async def test_async_card_streams_growing_text_throttled_then_final(
     api: FakeOpenAPI, bot: Bot, stamps: Stamped
 ) -> None:
-    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE)
+    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="patch")
     for burst in (["The", " answer"], [" is", " 4", "2"], ["."]):
         for chunk in burst:
             card.append(chunk)  # a burst within one interval: coalesced into one PATCH
@@ -248,7 +249,7 @@ async def test_async_card_streams_growing_text_throttled_then_final(
 
 
 async def test_fast_stream_stays_under_the_patch_limit(api: FakeOpenAPI, bot: Bot, stamps: Stamped) -> None:
-    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE)
+    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="patch")
     started = time.monotonic()
     for i in range(300):
         card.append(f"{i} ")
@@ -265,7 +266,7 @@ async def test_fast_stream_stays_under_the_patch_limit(api: FakeOpenAPI, bot: Bo
 
 async def test_failed_update_is_reported_and_streaming_continues(api: FakeOpenAPI, bot: Bot) -> None:
     errors: list[BaseException] = []
-    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, on_error=errors.append)
+    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="patch", on_error=errors.append)
     api.inject_error(230020, "frequency limit", path_contains=card.message_id)
     card.append("one")
     await asyncio.to_thread(api.wait_for_calls, lambda c: c.method == "PATCH", 1, WAIT)
@@ -277,7 +278,7 @@ async def test_failed_update_is_reported_and_streaming_continues(api: FakeOpenAP
 
 
 async def test_failed_final_update_raises_from_finish(api: FakeOpenAPI, bot: Bot) -> None:
-    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE)
+    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="patch")
     api.inject_error(230031, "the message was sent more than 14 days ago", path_contains=card.message_id)
     card.append("text")
     with pytest.raises(FeishuAPIError) as info:
@@ -302,7 +303,7 @@ async def test_fail_shows_the_error_in_the_card(api: FakeOpenAPI, bot: Bot) -> N
 
 async def test_context_manager_fails_the_card_when_the_block_raises(api: FakeOpenAPI, bot: Bot) -> None:
     with pytest.raises(TimeoutError):
-        async with await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE) as card:
+        async with await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="patch") as card:
             card.append("so far")
             raise TimeoutError("upstream")
     assert card_text(api.messages[card.message_id].content) == "so far\n\n**TimeoutError: upstream**"
@@ -311,11 +312,13 @@ async def test_context_manager_fails_the_card_when_the_block_raises(api: FakeOpe
 async def test_reply_failure_raises_at_creation(api: FakeOpenAPI, bot: Bot) -> None:
     api.inject_error(230002, "bot is not in the chat", path_contains="/reply")
     with pytest.raises(FeishuAPIError):
-        await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE)
+        await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="patch")
 
 
 async def test_send_creates_the_card_for_a_chat(api: FakeOpenAPI, bot: Bot) -> None:
-    card = await AsyncStreamingCard.send(bot.async_api, "oc_chat", "starting", receive_id_type="chat_id")
+    card = await AsyncStreamingCard.send(
+        bot.async_api, "oc_chat", "starting", receive_id_type="chat_id", mode="patch"
+    )
     await card.finish("done")
     [create] = api.calls_to("/im/v1/messages", "POST")
     assert create.query == {"receive_id_type": "chat_id"} and shown(create) == "starting"
@@ -326,7 +329,7 @@ def test_sync_card_sends_due_updates_inline_and_the_rest_at_finish(
     api: FakeOpenAPI, bot: Bot, stamps: Stamped
 ) -> None:
     clock = Clock()
-    card = StreamingCard.reply(bot.api, USER_MESSAGE, clock=clock)
+    card = StreamingCard.reply(bot.api, USER_MESSAGE, mode="patch", clock=clock)
     card.append("a")
     card.append("b")  # not due: no request
     assert api.calls_to("PATCH") == [] and [m for m, _, _ in stamps.sent].count("PATCH") == 0
@@ -341,7 +344,7 @@ def test_sync_card_sends_due_updates_inline_and_the_rest_at_finish(
 
 
 def test_sync_finish_waits_for_the_throttle(api: FakeOpenAPI, bot: Bot, stamps: Stamped) -> None:
-    card = StreamingCard.reply(bot.api, USER_MESSAGE)
+    card = StreamingCard.reply(bot.api, USER_MESSAGE, mode="patch")
     with card:
         card.update("x")
         card.update("xy")
@@ -352,7 +355,7 @@ def test_sync_finish_waits_for_the_throttle(api: FakeOpenAPI, bot: Bot, stamps: 
 
 
 def test_sync_card_is_safe_to_update_from_threads(api: FakeOpenAPI, bot: Bot) -> None:
-    card = StreamingCard.reply(bot.api, USER_MESSAGE)
+    card = StreamingCard.reply(bot.api, USER_MESSAGE, mode="patch")
     threads = [threading.Thread(target=card.append, args=(str(i),)) for i in range(8)]
     for t in threads:
         t.start()
@@ -360,3 +363,93 @@ def test_sync_card_is_safe_to_update_from_threads(api: FakeOpenAPI, bot: Bot) ->
         t.join(WAIT)
     card.finish()
     assert sorted(card_text(api.messages[card.message_id].content)) == sorted("01234567")
+
+
+# -- CardKit (issue 20) ---------------------------------------------------------------------------------
+
+
+def cardkit_calls(api: FakeOpenAPI, card_id: str) -> list[RecordedCall]:
+    return [c for c in api.calls if f"/cardkit/v1/cards/{card_id}" in c.path]
+
+
+def cardkit_text(call: RecordedCall) -> str:
+    """What a CardKit call shows: the streamed text, or the final card's markdown."""
+    if call.path.endswith("/content"):
+        return str(call.json["content"])
+    return str(json.loads(call.json["card"]["data"])["body"]["elements"][0]["content"])
+
+
+async def test_async_card_streams_through_cardkit_with_growing_sequence_then_closes_streaming(
+    api: FakeOpenAPI, bot: Bot, stamps: Stamped
+) -> None:
+    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE)
+    assert card.mode == "cardkit" and card.card_id is not None
+    reply = api.messages[card.message_id].content
+    assert reply == {"type": "card", "data": {"card_id": card.card_id}}
+    for burst in (["The", " answer"], [" is", " 4", "2"]):
+        for chunk in burst:
+            card.append(chunk)
+        await asyncio.to_thread(
+            api.wait_for_calls,
+            lambda c, t=card.text: c.path.endswith("/content") and cardkit_text(c) == t,
+            1,
+            WAIT,
+        )
+    card.append(".")
+    await card.finish()
+
+    calls = cardkit_calls(api, card.card_id)
+    assert all(c.code == 0 for c in calls)
+    sequences = [c.json["sequence"] for c in calls]
+    assert sequences == sorted(set(sequences)) and sequences[0] == 1
+    assert [cardkit_text(c) for c in calls][-1] == "The answer is 42."
+    assert calls[-1].method == "PUT" and not calls[-1].path.endswith("/content")
+    entity = api.card_entity(card.card_id)
+    assert entity is not None and not entity.streaming
+    assert entity.card["body"]["elements"][0]["content"] == "The answer is 42."
+    times = [t for m, p, t in stamps.sent if "/cardkit/" in p]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 1 / 8 - 0.01 for gap in gaps), gaps
+
+
+def test_sync_card_streams_through_cardkit(api: FakeOpenAPI, bot: Bot) -> None:
+    clock = Clock()
+    card = StreamingCard.reply(bot.api, USER_MESSAGE, clock=clock)
+    assert card.mode == "cardkit" and card.card_id is not None
+    card.append("a")
+    clock.now += 1
+    card.append("b")  # due: streamed inline
+    clock.now += 1
+    card.finish()
+    calls = cardkit_calls(api, card.card_id)
+    assert [cardkit_text(c) for c in calls] == ["ab", "ab"]
+    assert [c.json["sequence"] for c in calls] == [1, 2]
+    entity = api.card_entity(card.card_id)
+    assert entity is not None and not entity.streaming
+
+
+async def test_without_cardkit_the_card_streams_by_patch(api: FakeOpenAPI, bot: Bot) -> None:
+    api.inject_error(99991672, "no permission: cardkit:card:write", path_contains="/cardkit/v1/cards")
+    card = await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE)
+    assert card.mode == "patch" and card.card_id is None
+    card.append("still streams")
+    await card.finish()
+    assert card_text(api.messages[card.message_id].content) == "still streams"
+
+
+async def test_cardkit_mode_does_not_fall_back(api: FakeOpenAPI, bot: Bot) -> None:
+    api.inject_error(99991672, "no permission: cardkit:card:write", path_contains="/cardkit/v1/cards")
+    with pytest.raises(FeishuAPIError):
+        await AsyncStreamingCard.reply(bot.async_api, USER_MESSAGE, mode="cardkit")
+    assert api.calls_to("/reply") == []
+
+
+async def test_the_fake_refuses_a_sequence_that_does_not_grow(api: FakeOpenAPI, bot: Bot) -> None:
+    created = await bot.async_api.create_card(default_card_v2("x", "thinking"))
+    card_id = created["card_id"]
+    await bot.async_api.stream_card_text(card_id, "answer", "one", 5)
+    with pytest.raises(FeishuAPIError) as err:
+        await bot.async_api.stream_card_text(card_id, "answer", "two", 5)
+    assert err.value.code == 300317
+    with pytest.raises(FeishuAPIError):  # no such element
+        await bot.async_api.stream_card_text(card_id, "nope", "two", 6)

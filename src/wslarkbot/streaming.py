@@ -1,10 +1,20 @@
-"""Stream text into a message card: send a "thinking..." card, then PATCH it as the text grows.
+"""Stream text into a message card: send a "thinking..." card, then update it as the text grows.
 
-Feishu allows 5 PATCHes per second per message (protocol.md §8); a token stream produces far more updates
-than that. :class:`CardStream` (no I/O) coalesces them: at most ``max_updates_per_second`` (default 4)
-sends per card, each carrying the *latest* text, and the final state always sent last. Two thin fronts
-do the I/O with the same methods, :class:`StreamingCard` (blocking, ``bot.api``) and
-:class:`AsyncStreamingCard` (asyncio, ``bot.async_api``)::
+Two ways to update, chosen by ``mode``:
+
+* ``"cardkit"``: Feishu's CardKit (docs/openapi.md "CardKit"): the card is a JSON 2.0 card *entity* in
+  streaming mode; each update sends the element's text so far with a growing ``sequence``, and Feishu types
+  out what is new; the final update replaces the card with streaming mode off. Built for LLM answers.
+* ``"patch"``: the message's card is replaced (``PATCH /im/v1/messages/:id``) with each update; Feishu
+  allows 5 per second per message (protocol.md §8).
+* ``"auto"`` (the default): CardKit, falling back to PATCH when the card entity cannot be created (an app
+  without the CardKit permission, an older deployment); a custom 1.0 ``render`` always uses PATCH.
+
+A token stream produces far more updates than either allows. :class:`CardStream` (no I/O) coalesces them:
+at most ``max_updates_per_second`` (default 4 for PATCH, 8 for CardKit) sends per card, each carrying the
+*latest* text, and the final state always sent last. Two thin fronts do the I/O with the same methods,
+:class:`StreamingCard` (blocking, ``bot.api``) and :class:`AsyncStreamingCard` (asyncio,
+``bot.async_api``)::
 
     @bot.on_text
     async def answer(event: MessageEvent) -> None:
@@ -32,8 +42,9 @@ Contracts:
 * Creating the card (:meth:`reply` / :meth:`send`) raises directly: there is nothing to update.
 
 Cards are rendered by ``render(text, state)`` with state ``"thinking"``, ``"streaming"``, ``"done"`` or
-``"error"``; :func:`default_card` draws a markdown card (optional header) and keeps the text under the 30 KB
-card limit.
+``"error"``; :func:`default_card` (PATCH) and :func:`default_card_v2` (CardKit: a JSON 2.0 card whose
+markdown element :data:`ELEMENT_ID` is streamed) draw a markdown card (optional header) and keep the text
+under the 30 KB card limit.
 """
 
 from __future__ import annotations
@@ -42,15 +53,18 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, FeishuAPIError
+from .openapi.cardkit import card_content
 
 __all__ = [
+    "CARDKIT_UPDATES_PER_SECOND",
     "DEFAULT_UPDATES_PER_SECOND",
+    "ELEMENT_ID",
     "AsyncStreamingCard",
     "CardStream",
     "Render",
@@ -59,12 +73,19 @@ __all__ = [
     "StreamingCard",
     "Wait",
     "default_card",
+    "default_card_v2",
 ]
 
 logger = logging.getLogger("wslarkbot.streaming")
 
 #: Below Feishu's 5 PATCH/s per message, leaving room for network jitter.
 DEFAULT_UPDATES_PER_SECOND = 4.0
+#: Below the 10 updates/s per card entity we assume for CardKit (docs/openapi.md), with the same margin.
+CARDKIT_UPDATES_PER_SECOND = 8.0
+#: The markdown element of :func:`default_card_v2` that CardKit streams into.
+ELEMENT_ID = "answer"
+
+Mode = Literal["auto", "cardkit", "patch"]
 #: Text kept in a default card: the 30 KB card limit minus room for the JSON around it.
 MAX_CARD_TEXT_BYTES = 28 * 1024
 
@@ -97,12 +118,30 @@ def default_card(
     return card
 
 
+def default_card_v2(
+    text: str, state: StreamState, *, title: str | None = None, thinking: str = "thinking..."
+) -> dict[str, Any]:
+    """:func:`default_card` as a JSON 2.0 card for CardKit: streaming mode on until the final state, the
+    text in the markdown element :data:`ELEMENT_ID`."""
+    body = text if text.strip() else (thinking if state in ("thinking", "streaming") else " ")
+    config: dict[str, Any] = {"update_multi": True, "streaming_mode": state in ("thinking", "streaming")}
+    card: dict[str, Any] = {
+        "schema": "2.0",
+        "config": config,
+        "body": {"elements": [{"tag": "markdown", "element_id": ELEMENT_ID, "content": _fit(body)}]},
+    }
+    if title:
+        card["header"] = {"title": {"tag": "plain_text", "content": title}, "template": _TEMPLATES[state]}
+    return card
+
+
 @dataclass(frozen=True)
 class Send:
-    """Send ``card`` now (the throttle allows it); ``final``: it is the last one."""
+    """Send ``card`` now (the throttle allows it); ``final``: it is the last one; ``text``: what it shows."""
 
     card: Any
     final: bool
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,7 +235,7 @@ class CardStream:
             if wait > 0:
                 return Wait(wait)
         card = self._final if final else self.render(self.text, "streaming")
-        return Send(card, final)
+        return Send(card, final, self.text)
 
     def sending(self, step: Send) -> None:
         """Record that ``step`` goes out now with the current text."""
@@ -216,6 +255,63 @@ class CardStream:
         self._last_send = self._clock()
 
 
+class _Patch:
+    """Updates by replacing the message's card."""
+
+    mode = "patch"
+
+    def __init__(self, message_id: str) -> None:
+        self.id = message_id
+
+    def call(self, api: Any, step: Send) -> Any:
+        return api.update_card(self.id, step.card)
+
+
+class _CardKit:
+    """Updates through a CardKit card entity: its element's text while streaming, then the whole card."""
+
+    mode = "cardkit"
+
+    def __init__(self, card_id: str, element_id: str) -> None:
+        self.id = card_id
+        self.element_id = element_id
+        self.sequence = 0
+
+    def call(self, api: Any, step: Send) -> Any:
+        self.sequence += 1  # consumed even if the call fails: Feishu wants each one above the last
+        if step.final:
+            return api.update_card_entity(self.id, step.card, self.sequence)
+        return api.stream_card_text(self.id, self.element_id, _fit(step.text), self.sequence)
+
+
+_Target = _Patch | _CardKit
+
+
+def _plan(mode: Mode, render: Render | None, rate: float | None) -> tuple[bool, Render, float]:
+    """Whether to try CardKit, the renderer and the update rate for ``mode`` (``rate`` None: the mode's).
+
+    CardKit needs a JSON 2.0 card: ``auto`` tries it with the default renderer or a ``render`` that draws
+    2.0 cards, and uses PATCH for a 1.0 one.
+    """
+    if mode not in ("auto", "cardkit", "patch"):
+        raise ConfigurationError(f"mode must be 'auto', 'cardkit' or 'patch', not {mode!r}")
+    if mode == "patch":
+        return False, render or default_card, rate or DEFAULT_UPDATES_PER_SECOND
+    chosen = render or default_card_v2
+    first: Any = chosen("", "thinking")
+    to_dict = getattr(first, "to_dict", None)
+    v2 = (to_dict() if callable(to_dict) else first).get("schema") == "2.0"
+    if mode == "cardkit" and not v2:
+        raise ConfigurationError("CardKit streams JSON 2.0 cards: render must return one (default_card_v2)")
+    return v2, chosen, rate or (CARDKIT_UPDATES_PER_SECOND if v2 else DEFAULT_UPDATES_PER_SECOND)
+
+
+def _fallback(mode: Mode, exc: FeishuAPIError) -> None:
+    if mode == "cardkit":
+        raise exc
+    logger.info("CardKit unavailable (%s: %s); streaming by PATCH instead", exc.code, exc.msg)
+
+
 def _message_id(response: Any) -> str:
     message_id = response.get("message_id") if hasattr(response, "get") else None
     if not isinstance(message_id, str) or not message_id:
@@ -227,14 +323,30 @@ class _Front:
     """What both fronts share: construction, the final cards, error bookkeeping."""
 
     def __init__(
-        self, api: Any, message_id: str, stream: CardStream, on_error: Callable[[BaseException], None] | None
+        self,
+        api: Any,
+        message_id: str,
+        stream: CardStream,
+        on_error: Callable[[BaseException], None] | None,
+        target: _Target | None = None,
     ) -> None:
         self.api = api
         self.message_id = message_id
         self.stream = stream
         self.on_error = on_error
+        self._target: _Target = target or _Patch(message_id)
         #: Errors of intermediate updates (the final send raises instead).
         self.errors: list[BaseException] = []
+
+    @property
+    def mode(self) -> str:
+        """``"cardkit"`` or ``"patch"``: how this card is updated."""
+        return self._target.mode
+
+    @property
+    def card_id(self) -> str | None:
+        """The CardKit card entity's id (``mode == "cardkit"``), else None."""
+        return self._target.id if isinstance(self._target, _CardKit) else None
 
     @property
     def text(self) -> str:
@@ -255,10 +367,11 @@ class _Front:
             self.on_error(exc)
 
 
-def _new_stream(
-    render: Render | None, max_updates_per_second: float, clock: Callable[[], float]
-) -> CardStream:
-    return CardStream(render or default_card, max_updates_per_second=max_updates_per_second, clock=clock)
+def _card_id(response: Any) -> str:
+    card_id = response.get("card_id") if hasattr(response, "get") else None
+    if not isinstance(card_id, str) or not card_id:
+        raise ConfigurationError("the card entity response carries no card_id")
+    return card_id
 
 
 class AsyncStreamingCard(_Front):
@@ -273,8 +386,9 @@ class AsyncStreamingCard(_Front):
         message_id: str,
         stream: CardStream,
         on_error: Callable[[BaseException], None] | None = None,
+        target: _Target | None = None,
     ) -> None:
-        super().__init__(api, message_id, stream, on_error)
+        super().__init__(api, message_id, stream, on_error, target)
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -285,20 +399,30 @@ class AsyncStreamingCard(_Front):
         text: str = "",
         *,
         reply_in_thread: bool = False,
+        mode: Mode = "auto",
         render: Render | None = None,
-        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        max_updates_per_second: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        element_id: str = ELEMENT_ID,
     ) -> AsyncStreamingCard:
         """Reply to ``message_id`` with the ``thinking`` card (``text`` shown, or "thinking...").
+
+        Args:
+            mode: ``"auto"``, ``"cardkit"`` or ``"patch"`` (the module docstring).
+            render: ``render(text, state) -> card`` (a 2.0 card with ``element_id`` for CardKit).
+            max_updates_per_second: default 8 with CardKit, 4 with PATCH.
 
         Raises:
             FeishuAPIError: the reply failed (nothing to stream into).
         """
-        stream = _new_stream(render, max_updates_per_second, clock)
-        response = await api.reply_card(message_id, stream.first_card(text), reply_in_thread=reply_in_thread)
-        stream.created()
-        return cls(api, _message_id(response), stream, on_error)
+
+        def deliver(content: Any) -> Awaitable[Any]:
+            return api.reply(message_id, content, "interactive", reply_in_thread=reply_in_thread)
+
+        return await cls._open(
+            api, text, deliver, mode, render, max_updates_per_second, on_error, clock, element_id
+        )
 
     @classmethod
     async def send(
@@ -308,14 +432,51 @@ class AsyncStreamingCard(_Front):
         text: str = "",
         *,
         receive_id_type: str = "open_id",
+        mode: Mode = "auto",
         render: Render | None = None,
-        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        max_updates_per_second: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        element_id: str = ELEMENT_ID,
     ) -> AsyncStreamingCard:
         """Send the ``thinking`` card to ``receive_id`` (``receive_id_type``: open_id, chat_id...)."""
-        stream = _new_stream(render, max_updates_per_second, clock)
-        response = await api.send_card(receive_id, stream.first_card(text), receive_id_type=receive_id_type)
+
+        def deliver(content: Any) -> Awaitable[Any]:
+            return api.send(receive_id, content, "interactive", receive_id_type=receive_id_type)
+
+        return await cls._open(
+            api, text, deliver, mode, render, max_updates_per_second, on_error, clock, element_id
+        )
+
+    @classmethod
+    async def _open(
+        cls,
+        api: Any,
+        text: str,
+        deliver: Callable[[Any], Awaitable[Any]],
+        mode: Mode,
+        render: Render | None,
+        rate: float | None,
+        on_error: Callable[[BaseException], None] | None,
+        clock: Callable[[], float],
+        element_id: str,
+    ) -> AsyncStreamingCard:
+        cardkit, chosen, per_second = _plan(mode, render, rate)
+        stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
+        first = stream.first_card(text)
+        if cardkit:
+            try:
+                card_id = _card_id(await api.create_card(first))
+            except FeishuAPIError as exc:
+                _fallback(mode, exc)
+                _, chosen, per_second = _plan("patch", render, rate)
+                stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
+                first = stream.first_card(text)
+            else:
+                response = await deliver(card_content(card_id))
+                stream.created()
+                return cls(api, _message_id(response), stream, on_error, _CardKit(card_id, element_id))
+        response = await deliver(first)
         stream.created()
         return cls(api, _message_id(response), stream, on_error)
 
@@ -343,7 +504,7 @@ class AsyncStreamingCard(_Front):
                 continue
             self.stream.sending(step)
             try:
-                await self.api.update_card(self.message_id, step.card)
+                await self._target.call(self.api, step)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -409,8 +570,9 @@ class StreamingCard(_Front):
         stream: CardStream,
         on_error: Callable[[BaseException], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        target: _Target | None = None,
     ) -> None:
-        super().__init__(api, message_id, stream, on_error)
+        super().__init__(api, message_id, stream, on_error, target)
         self._lock = threading.RLock()
         self._sleep = sleep
 
@@ -422,16 +584,22 @@ class StreamingCard(_Front):
         text: str = "",
         *,
         reply_in_thread: bool = False,
+        mode: Mode = "auto",
         render: Render | None = None,
-        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        max_updates_per_second: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        element_id: str = ELEMENT_ID,
     ) -> StreamingCard:
-        """Reply to ``message_id`` with the ``thinking`` card. Raises FeishuAPIError when that fails."""
-        stream = _new_stream(render, max_updates_per_second, clock)
-        response = api.reply_card(message_id, stream.first_card(text), reply_in_thread=reply_in_thread)
-        stream.created()
-        return cls(api, _message_id(response), stream, on_error)
+        """Reply to ``message_id`` with the ``thinking`` card (as :meth:`AsyncStreamingCard.reply`).
+        Raises FeishuAPIError when that fails."""
+
+        def deliver(content: Any) -> Any:
+            return api.reply(message_id, content, "interactive", reply_in_thread=reply_in_thread)
+
+        return cls._open(
+            api, text, deliver, mode, render, max_updates_per_second, on_error, clock, element_id
+        )
 
     @classmethod
     def send(
@@ -441,14 +609,51 @@ class StreamingCard(_Front):
         text: str = "",
         *,
         receive_id_type: str = "open_id",
+        mode: Mode = "auto",
         render: Render | None = None,
-        max_updates_per_second: float = DEFAULT_UPDATES_PER_SECOND,
+        max_updates_per_second: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        element_id: str = ELEMENT_ID,
     ) -> StreamingCard:
         """Send the ``thinking`` card to ``receive_id``."""
-        stream = _new_stream(render, max_updates_per_second, clock)
-        response = api.send_card(receive_id, stream.first_card(text), receive_id_type=receive_id_type)
+
+        def deliver(content: Any) -> Any:
+            return api.send(receive_id, content, "interactive", receive_id_type=receive_id_type)
+
+        return cls._open(
+            api, text, deliver, mode, render, max_updates_per_second, on_error, clock, element_id
+        )
+
+    @classmethod
+    def _open(
+        cls,
+        api: Any,
+        text: str,
+        deliver: Callable[[Any], Any],
+        mode: Mode,
+        render: Render | None,
+        rate: float | None,
+        on_error: Callable[[BaseException], None] | None,
+        clock: Callable[[], float],
+        element_id: str,
+    ) -> StreamingCard:
+        cardkit, chosen, per_second = _plan(mode, render, rate)
+        stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
+        first = stream.first_card(text)
+        if cardkit:
+            try:
+                card_id = _card_id(api.create_card(first))
+            except FeishuAPIError as exc:
+                _fallback(mode, exc)
+                _, chosen, per_second = _plan("patch", render, rate)
+                stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
+                first = stream.first_card(text)
+            else:
+                response = deliver(card_content(card_id))
+                stream.created()
+                return cls(api, _message_id(response), stream, on_error, target=_CardKit(card_id, element_id))
+        response = deliver(first)
         stream.created()
         return cls(api, _message_id(response), stream, on_error)
 
@@ -475,7 +680,7 @@ class StreamingCard(_Front):
                 continue
             self.stream.sending(step)
             try:
-                self.api.update_card(self.message_id, step.card)
+                self._target.call(self.api, step)
             except Exception as exc:
                 if step.final:
                     raise

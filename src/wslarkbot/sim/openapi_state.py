@@ -105,6 +105,7 @@ class RecordedCall:
     app_id: str | None = None
     token_seq: int | None = None  # 1 for the first token issued to the app, 2 for the next...
     tenant_key: str | None = None  # the tenant whose token authorised the call
+    answer_data: dict[str, Any] | None = None  # the ``data`` of a successful JSON answer
     status: int | None = None  # filled in when answered
     code: int | None = None
 
@@ -390,6 +391,8 @@ class OpenAPIState:
                     answer = Answer(200, None, headers, 0, file=result)
                 else:
                     answer = Answer(200, result, headers, int(result.get("code", 0)))
+                    data = result.get("data")
+                    call.answer_data = data if isinstance(data, dict) else None
             except OpenAPIFailure as fail:
                 error = {"code": fail.code, "msg": fail.msg, "error": {"log_id": log_id}}
                 answer = Answer(fail.status, error, {**fail.headers, **headers}, fail.code)
