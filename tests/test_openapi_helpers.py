@@ -11,6 +11,8 @@ import pytest
 
 from wslarkbot.exceptions import ConfigurationError, FeishuAPIError
 from wslarkbot.openapi import AsyncOpenAPIClient, OpenAPIClient
+from wslarkbot.openapi.base import BaseOpenAPIClient
+from wslarkbot.openapi.core import HTTPRequest
 from wslarkbot.sim.openapi_server import FakeOpenAPI
 
 APP_ID, SECRET = "cli_helpers", "s3cret"
@@ -233,3 +235,62 @@ def test_lark_client_reaches_the_rest_of_the_platform_with_the_bots_credentials(
     assert response.success(), response.msg
     (call,) = api.calls_to("/open-apis/im/v1/messages", "POST")
     assert call.app_id == app_id and call.json["content"] == '{"text":"hi"}'
+
+
+CARD_V2 = {"schema": "2.0", "body": {"elements": []}}
+
+
+class RecordingClient(BaseOpenAPIClient[Any, Any, Any, Any]):
+    """The helpers' requests, returned instead of performed."""
+
+    def _call(self, request: HTTPRequest) -> HTTPRequest:
+        return request
+
+    def _download(self, request: HTTPRequest) -> HTTPRequest:
+        return request
+
+    def _pages(self, request: HTTPRequest, page_size: int, items: str) -> HTTPRequest:
+        return request
+
+    def tenant_access_token(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (lambda c: c.upload_image(PNG), "im.v1.CreateImageRequest"),
+        (lambda c: c.upload_file(b"x", "pdf", "a.pdf"), "im.v1.CreateFileRequest"),
+        (lambda c: c.download_resource("om_1", "img_1"), "im.v1.GetMessageResourceRequest"),
+        (lambda c: c.get_message("om_1"), "im.v1.GetMessageRequest"),
+        (lambda c: c.recall("om_1"), "im.v1.DeleteMessageRequest"),
+        (lambda c: c.forward("om_1", "oc_1", "chat_id"), "im.v1.ForwardMessageRequest"),
+        (lambda c: c.add_reaction("om_1", "OK"), "im.v1.CreateMessageReactionRequest"),
+        (lambda c: c.remove_reaction("om_1", "r_1"), "im.v1.DeleteMessageReactionRequest"),
+        (lambda c: c.list_reactions("om_1"), "im.v1.ListMessageReactionRequest"),
+        (lambda c: c.chat_info("oc_1"), "im.v1.GetChatRequest"),
+        (lambda c: c.chat_members("oc_1"), "im.v1.GetChatMembersRequest"),
+        (lambda c: c.user_info("ou_1"), "contact.v3.GetUserRequest"),
+        (lambda c: c.urgent("om_1", ["ou_1"], "app"), "im.v1.UrgentAppMessageRequest"),
+        (lambda c: c.urgent("om_1", ["ou_1"], "sms"), "im.v1.UrgentSmsMessageRequest"),
+        (lambda c: c.urgent("om_1", ["ou_1"], "phone"), "im.v1.UrgentPhoneMessageRequest"),
+        (lambda c: c.create_card(CARD_V2), "cardkit.v1.CreateCardRequest"),
+        (lambda c: c.update_card_entity("c_1", CARD_V2, 1), "cardkit.v1.UpdateCardRequest"),
+        (lambda c: c.stream_card_text("c_1", "e_1", "t", 1), "cardkit.v1.ContentCardElementRequest"),
+        (lambda c: c.update_card_settings("c_1", {"config": {}}, 1), "cardkit.v1.SettingsCardRequest"),
+    ],
+)
+def test_each_helper_calls_the_endpoint_of_the_official_sdk(ours: Callable[[Any], Any], theirs: str) -> None:
+    """Method and path template of each helper, checked against lark-oapi's request class of that call."""
+    request = ours(RecordingClient())
+    assert isinstance(request, HTTPRequest)
+    import importlib
+    import re
+
+    module, name = theirs.rsplit(".", 1)
+    official = getattr(importlib.import_module(f"lark_oapi.api.{module}"), name).builder().build()
+    pattern = re.sub(r":\w+", "[^/]+", official.uri) + r"\Z"
+    assert request.method == official.http_method.name and re.match(pattern, request.path), (
+        request,
+        official.uri,
+    )

@@ -228,3 +228,19 @@ def test_readme_offline_testing_example_runs_as_written() -> None:
     the bot behind a real client, the fake OpenAPI; its own asserts are the test."""
     code = _first_python_block(_section("Testing bots offline with the simulator"), "Testing bots offline")
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_every_helper_in_the_readme_table_exists_on_both_openapi_clients():
+    from wslarkbot.openapi import AsyncOpenAPIClient, OpenAPIClient
+
+    table = _subsection("Calling Feishu: files, messages, chats, users")
+    names = set()
+    for row in table.splitlines():
+        if row.startswith("| `") and not row.startswith("| `bot."):
+            # "→ `image_key`" names a result and "(`for` / `async for`)" a remark, not methods
+            cell = re.sub(r"\(`[^)]*\)", "", row.split("|")[1].split("→")[0])
+            names |= set(re.findall(r"`(\w+)(?:\(|`)", cell))
+    assert {"upload_image", "download_resource", "urgent", "paginate", "for_tenant"} <= names
+    for name in sorted(names):
+        assert callable(getattr(OpenAPIClient, name, None)), name
+        assert callable(getattr(AsyncOpenAPIClient, name, None)), name
