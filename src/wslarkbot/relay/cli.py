@@ -19,16 +19,28 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .config import RelayConfig, env_name, field_kind, flag_name
+from .config_file import example_config, load_config_file, read_secret_files
 
 if TYPE_CHECKING:
     from asyncio import AbstractEventLoop
 
-__all__ = ["EVENT_LOOP_ENV", "build_config", "event_loop_factory", "register", "serve"]
+__all__ = [
+    "CONFIG_ENV",
+    "EVENT_LOOP_ENV",
+    "build_config",
+    "config_path",
+    "event_loop_factory",
+    "register",
+    "serve",
+]
 
 _DESCRIPTION = """\
 Run the relay: Feishu POSTs webhooks to http://HOST:PORT/hook/<app_id> (or /org_<name>/<app_id>);
 bots subscribe with a WebSocket to ws://HOST:PORT/sub/<channel>[,<channel>...][?proto=2].
-Each option can also be set with the environment variable shown; a flag wins over the variable.
+Each option can also be set in a config file (--config relay.toml, every option as a key of the same
+name: `wslarkbot serve --example-config` prints one) and with the environment variable shown; a variable
+wins over the file, a flag over both. WSLARKBOT_ADMIN_PASSWORD_FILE / WSLARKBOT_REDIS_FILE (or the keys
+admin_password_file, redis_url_file) read those secrets from files.
 Logs `wslarkbot relay listening on http://HOST:PORT` once the port is bound.
 Uses uvloop when it is installed (the relay extra); WSLARKBOT_EVENT_LOOP=asyncio keeps the standard loop."""
 
@@ -40,6 +52,17 @@ def register(subparsers: Any) -> None:
         help="run the webhook-to-WebSocket relay server",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help=f"TOML file of options (keys as the options below, with '_') [env {CONFIG_ENV}]",
+    )
+    parser.add_argument(
+        "--example-config",
+        action="store_true",
+        help="print a config file with every option, its help and its default, and exit",
     )
     for f in dataclasses.fields(RelayConfig):
         help_text = f"{f.metadata.get('help', '')} [env {env_name(f.name)}; default {f.default!r}]"
@@ -64,19 +87,32 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=serve)
 
 
-def build_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> RelayConfig:
-    """Flags over ``WSLARKBOT_*`` variables over defaults.
+#: The config file's variable (``--config`` wins).
+CONFIG_ENV = "WSLARKBOT_CONFIG"
+
+
+def config_path(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str | None:
+    """The config file to read: ``--config``, else ``$WSLARKBOT_CONFIG``, else none."""
+    env = os.environ if environ is None else environ
+    return getattr(args, "config", None) or env.get(CONFIG_ENV) or None
+
+
+def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RelayConfig:
+    """Flags over ``WSLARKBOT_*`` variables over the config file over defaults (config_file.py).
 
     Raises:
-        ConfigurationError: a variable or value is invalid.
+        ConfigurationError: the file, a variable or a value is invalid.
     """
     env = dict(os.environ if environ is None else environ)
-    overrides = {
+    path = config_path(args, env)
+    from_file = load_config_file(path) if path else {}
+    from_env = {**RelayConfig.env_values(env), **read_secret_files(env)}
+    flags = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(RelayConfig)
         if getattr(args, f.name, None) is not None
     }
-    return RelayConfig.from_env(env, **overrides)
+    return RelayConfig(**{**from_file, **from_env, **flags})
 
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
@@ -171,6 +207,9 @@ def _setup_logging(config: RelayConfig) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; then shut down gracefully (503 to waiting requests, 1001 to sockets)."""
+    if getattr(args, "example_config", False):
+        sys.stdout.write(example_config())
+        return 0
     try:
         config = build_config(args)
     except ConfigurationError as exc:

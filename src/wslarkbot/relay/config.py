@@ -141,13 +141,21 @@ class RelayConfig:
         Raises:
             ConfigurationError: a variable does not parse as its field's type.
         """
+        return cls(**{**cls.env_values(environ), **overrides})
+
+    @classmethod
+    def env_values(cls, environ: Mapping[str, str]) -> dict[str, Any]:
+        """The fields set by ``WSLARKBOT_*`` variables in ``environ``, converted.
+
+        Raises:
+            ConfigurationError: a variable does not parse as its field's type.
+        """
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = environ.get(env_name(f.name))
             if raw is not None:
                 values[f.name] = convert(f, raw)
-        values.update(overrides)
-        return cls(**values)
+        return values
 
     def replace(self, **changes: Any) -> RelayConfig:
         """A copy with ``changes`` applied."""

@@ -42,6 +42,7 @@ from typing import Any
 
 from ...crypto import secure_equals
 from ...exceptions import ConfigurationError
+from ..config_file import toml_loads
 
 __all__ = [
     "DELIVERY_MODES",
@@ -189,14 +190,7 @@ def load_gateway_config(path: str | pathlib.Path) -> GatewayConfig:
     except OSError as exc:
         raise ConfigurationError(f"cannot read gateway config {path}: {exc.strerror}") from None
     try:
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise ConfigurationError("TOML gateway configs need Python 3.11+; use JSON") from None
-            data = tomllib.loads(raw.decode("utf-8"))
-        else:
-            data = json.loads(raw)
+        data = toml_loads(raw.decode("utf-8")) if path.suffix.lower() == ".toml" else json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         # No str(exc): a parser message can quote a line of the file, secrets included.
         raise ConfigurationError(f"gateway config {path} is not valid {path.suffix or 'JSON'}") from None
