@@ -35,7 +35,7 @@ test: $(VENV)/.dev-installed
 system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  redis-server nginx libnginx-mod-nchan libnginx-mod-http-lua lua-cjson apache2-utils chromium >/dev/null
+	  redis-server nginx libnginx-mod-nchan libnginx-mod-http-lua lua-cjson apache2-utils chromium systemd >/dev/null
 
 ## ruff and mypy, as CI runs them.
 lint: $(VENV)/.dev-installed

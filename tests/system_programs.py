@@ -1,7 +1,7 @@
 """The system programs some tests need, and what a test does without one: skip, or fail under CI.
 
 On a fresh machine with only Python 3, ``make test`` passes: a test that needs Apache's ``htpasswd``,
-``redis-server``, nginx with nchan, or Chromium skips with one line naming the program and how to get it,
+``redis-server``, nginx with nchan, Chromium or ``systemd-analyze`` skips with one line naming the program and how to get it,
 and the run ends with a short summary of what was skipped (``conftest.py``). ``make system-deps`` installs
 them all (Debian/Ubuntu). CI sets ``WSLARKBOT_REQUIRE_SYSTEM_PROGRAMS=1``: then a missing program fails
 the test instead, so CI can never skip silently.
@@ -58,6 +58,7 @@ PROGRAMS: dict[str, Callable[[], str | None]] = {
     "redis-server": _which("redis-server", "apt-get install redis-server"),
     "nginx+nchan": _nchan,
     "chromium": _chromium,
+    "systemd-analyze": _which("systemd-analyze", "apt-get install systemd"),
 }
 
 #: program -> how many tests skipped for want of it (read by conftest's summary)
