@@ -1,10 +1,10 @@
 """The system programs some tests need, and what a test does without one: skip, or fail under CI.
 
 On a fresh machine with only Python 3, ``make test`` passes: a test that needs Apache's ``htpasswd``,
-``redis-server``, nginx with nchan, Chromium or ``systemd-analyze`` skips with one line naming the program and how to get it,
-and the run ends with a short summary of what was skipped (``conftest.py``). ``make system-deps`` installs
-them all (Debian/Ubuntu). CI sets ``WSLARKBOT_REQUIRE_SYSTEM_PROGRAMS=1``: then a missing program fails
-the test instead, so CI can never skip silently.
+``redis-server``, nginx with nchan, Chromium or ``systemd-analyze`` skips with one line naming the
+program and how to get it, and the run ends with a short summary of what was skipped (``conftest.py``).
+``make system-deps`` installs them all (Debian/Ubuntu). CI sets ``WSLARKBOT_REQUIRE_SYSTEM_PROGRAMS=1``:
+then a missing program fails the test instead, so CI can never skip silently.
 
 Use :func:`require` where the program is needed (in a test, a fixture or a helper)::
 

@@ -43,20 +43,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathlib.Path
 
 def _wait_for_port(proc: subprocess.Popen[str], timeout: float) -> int:
     assert proc.stderr is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
     seen = []
-    while time.monotonic() < deadline:
-        if not selector.select(max(0.0, deadline - time.monotonic())):
-            break
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        found = LISTENING.search(line)
-        if found:
-            return int(found.group(1))
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = LISTENING.search(line)
+            if found:
+                return int(found.group(1))
     raise AssertionError("the installed relay did not start:\n" + "".join(seen))
 
 
@@ -82,6 +82,8 @@ def test_the_install_script_gives_a_relay_that_starts_from_a_config_file_and_dra
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
 
 
 def test_the_systemd_unit_passes_systemd_analyze_verify(
