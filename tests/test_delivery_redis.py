@@ -36,7 +36,16 @@ class Cluster:
 @pytest.fixture
 async def cluster(redis_server: RedisServer) -> AsyncIterator[Cluster]:
     c = await ServeProcess.start(
-        "--port", "0", "--redis", redis_server.url, "--buffer", "cli_*", "--ack-timeout", "2"
+        "--port",
+        "0",
+        "--redis",
+        redis_server.url,
+        "--buffer",
+        "cli_*",
+        "--ack-timeout",
+        "2",
+        "--shutdown-timeout",
+        "0.5",
     )
     config = test_config(redis_url=redis_server.url, buffer="cli_*", ack_timeout=2.0)
     try:

@@ -273,12 +273,12 @@ async def test_subscription_refusal_on_a_fast_connection_keeps_it_usable(relay: 
     assert after[0] == 503
 
 
-async def test_closing_the_relay_closes_fast_path_websockets_with_1001() -> None:
+async def test_closing_the_relay_closes_fast_path_websockets_with_1012() -> None:
     async with run_relay(test_config()) as relay:
         ws = await connect(relay.ws_url("cli_a", proto=None))
     with pytest.raises(ConnectionClosed) as info:
         await asyncio.wait_for(ws.recv(), 5)
-    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1012
 
 
 async def test_thousands_of_pipelined_requests_in_one_write_are_all_answered(relay: RunningRelay) -> None:

@@ -103,21 +103,40 @@ async def test_accepted_sockets_have_tcp_nodelay(http: httpx.AsyncClient) -> Non
     assert resp.json() != 0
 
 
-async def test_graceful_stop_answers_waiting_requests_503_and_closes_websockets_1001(
+async def test_a_stopping_relay_lets_waiting_requests_be_answered_then_closes_websockets_1012(
     http: httpx.AsyncClient,
 ) -> None:
-    relay = await start_relay(test_config(challenge_timeout=5))
+    """Drain (issue 21): the bot's answer during the drain still reaches Feishu; then 1012 (reconnect)."""
+    relay = await start_relay(test_config(ack_timeout=5, shutdown_timeout=5))
+    try:
+        async with connect(relay.ws_url("cli_a")) as ws:
+            await recv_json(ws)  # hello
+            pending = asyncio.ensure_future(http.post(f"{relay.url}/hook/cli_a", json={"event": {}}))
+            envelope = await recv_json(ws)
+            stopping = asyncio.ensure_future(relay.stop())
+            await asyncio.sleep(0)  # let the stop begin: the drain waits for the answer below
+            await ws.send(json.dumps({"type": "ack", "request_id": envelope["headers"]["x-request-id"]}))
+            resp = await pending
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            await stopping
+        assert resp.status_code == 200
+        assert ws.close_code == 1012
+    finally:
+        await relay.stop()
+
+
+async def test_a_request_still_unanswered_when_the_drain_ends_gets_503(http: httpx.AsyncClient) -> None:
+    relay = await start_relay(test_config(ack_timeout=5, shutdown_timeout=0.3))
     try:
         async with connect(relay.ws_url("cli_a")) as ws:
             await recv_json(ws)
-            pending = asyncio.ensure_future(http.post(f"{relay.url}/hook/cli_a", json={"challenge": "c"}))
+            pending = asyncio.ensure_future(http.post(f"{relay.url}/hook/cli_a", json={"event": {}}))
             await recv_json(ws)
             await relay.stop()
             resp = await pending
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 3)
-        assert resp.status_code == 503
-        assert ws.close_code == 1001
+        assert resp.status_code == 503 and resp.json() == {"msg": "relay is shutting down"}
+        assert ws.close_code == 1012
     finally:
         await relay.stop()
 
@@ -131,7 +150,7 @@ def test_relay_thread_restarts_on_the_same_port_and_clients_can_reconnect() -> N
         thread.stop()
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=3)
-        assert ws.close_code == 1001
+        assert ws.close_code == 1012
         thread.start()
         assert thread.port == port
         with sync_connect(url) as ws2:

@@ -37,7 +37,11 @@ from .dispatch import BotLike, Dispatcher, ReplySink
 from .resume import ResumeCursor
 from .status import ClientStatus
 
-__all__ = ["ConnectionLoop"]
+__all__ = ["RECONNECT_AT_ONCE", "ConnectionLoop"]
+
+#: Close codes after which the client reconnects without waiting: the relay node restarts (1012, it drains
+#: on SIGTERM) or goes away (1001); behind a load balancer the next attempt reaches another node.
+RECONNECT_AT_ONCE = frozenset({1001, 1012})
 
 logger = logging.getLogger("wslarkbot.client")
 
@@ -75,6 +79,7 @@ class ConnectionLoop:
         while not self._stopping():
             self._interrupt.clear()
             good = False
+            at_once: int | None = None  # the close code, when it says "reconnect now"
             error: BaseException | None = None
             app_ids = list(self._bots)
             since = self.cursor.since(self.endpoint.channels(app_ids))
@@ -91,6 +96,9 @@ class ConnectionLoop:
                     break
                 async with ws:
                     good = await self._serve(ws, ws_sink, http_sinks)
+                # A relay node draining (1012) or going away (1001): reconnect now, through the load
+                # balancer to another node; a refused attempt then backs off as usual.
+                at_once = ws.close_code if ws.close_code in RECONNECT_AT_ONCE else None
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 if code in (401, 403):
@@ -114,6 +122,11 @@ class ConnectionLoop:
             if good:
                 delays = self._policy()
             if self._interrupt.is_set():  # resubscribe (add_bot): reconnect at once
+                continue
+            if at_once is not None and good:  # a good connection only: never a tight loop of reconnects
+                logger.info(
+                    "relay %s closed %d (restarting); reconnecting now", self.endpoint.server, at_once
+                )
                 continue
             try:
                 delay = next(delays)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from ..exceptions import ConfigurationError
 from . import admin
@@ -28,6 +28,7 @@ from .hub import Hub, InMemoryHub
 from .routes import STATE_KEY, handle_reply_post, handle_subscribe, handle_webhook, internal_errors
 from .stall import watch_stalls
 from .state import Closable, RelayState, log
+from .ws_policy import CLOSE_SERVICE_RESTART
 
 __all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
 
@@ -53,18 +54,30 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    """Answer waiting requests 503 and close every WebSocket with 1001 (going away) so clients reconnect."""
+    """Drain (docs/deploy.md "Rolling upgrades"). The listener is closed already; new webhooks and
+    subscriptions get 503; requests waiting for a bot get up to ``shutdown_timeout`` seconds to be answered
+    (their bots are still connected); what still waits is answered as shutdown (503, or 200 for an event
+    kept in a Redis buffer); then every WebSocket is closed 1012, which clients take as "reconnect now"."""
     state = app[STATE_KEY]
     state.closing = True
+    waiting = len(state.hub.pending)
+    left = await state.hub.drain(state.config.shutdown_timeout)
     answered = await state.hub.shutdown()
     conns = list(state.connections.values())
     log.info(
-        "relay shutting down: %d waiting requests answered 503, closing %d websockets", answered, len(conns)
+        "relay draining: %d of %d waiting requests answered in time, %d answered as shutdown; "
+        "closing %d websockets 1012 (reconnect)",
+        waiting - left,
+        waiting,
+        answered,
+        len(conns),
     )
 
     async def close(ws: Closable) -> None:
         try:
-            await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down"), 2.0)
+            await asyncio.wait_for(
+                ws.close(code=CLOSE_SERVICE_RESTART, message=b"relay restarting: reconnect"), 2.0
+            )
         except (asyncio.TimeoutError, ConnectionError):
             pass
 

@@ -177,6 +177,6 @@ def example_config() -> str:
         else:
             lines.append(f"{f.name} = {_toml_value(f.default)}")
         lines.append("")
-    lines.append("# admin_password_file = \"/run/secrets/wslarkbot_admin_password\"")
-    lines.append("# redis_url_file = \"/run/secrets/wslarkbot_redis_url\"")
+    lines.append('# admin_password_file = "/run/secrets/wslarkbot_admin_password"')
+    lines.append('# redis_url_file = "/run/secrets/wslarkbot_redis_url"')
     return "\n".join(lines) + "\n"

@@ -108,6 +108,11 @@ class Hub(abc.ABC):
         """Extra ``/status`` fields (e.g. the Redis link); empty for the in-memory hub."""
         return {}
 
+    async def drain(self, timeout: float) -> int:
+        """Let waiting requests be answered for up to ``timeout`` seconds; how many still wait."""
+        await self.pending.wait_empty(timeout)
+        return len(self.pending)
+
     async def shutdown(self) -> int:
         """Answer every waiting request with a ``shutdown`` outcome; returns how many."""
         return self.pending.resolve_all(Outcome("shutdown"))

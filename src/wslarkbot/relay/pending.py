@@ -56,6 +56,7 @@ class PendingTable:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._entries: dict[str, PendingEntry] = {}
+        self._emptied: asyncio.Event | None = None  # made by wait_empty(), set when the table empties
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,6 +108,21 @@ class PendingTable:
         entry = self._entries.pop(request_id, None)
         if entry is not None and not entry.future.done():
             entry.future.cancel()
+        if not self._entries and self._emptied is not None:
+            self._emptied.set()
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait until no request waits here (each webhook forgets its entry when answered), at most
+        ``timeout`` seconds; whether the table is empty."""
+        if self._entries:
+            self._emptied = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._emptied.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._emptied = None
+        return not self._entries
 
     def resolve_all(self, outcome: Outcome) -> int:
         """Answer every waiting request with ``outcome`` (shutdown). Returns how many were waiting."""

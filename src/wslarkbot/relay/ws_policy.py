@@ -4,7 +4,8 @@ one log line per case. No I/O: the servers close the connection themselves.
 * a message larger than ``max_ws_message_bytes``: close **1009** (RFC 6455 "message too big");
 * any other protocol violation: close with the code the parser chose (1002, 1007, ...);
 * a subscriber that cannot keep up: close **1013** ("try again later", :func:`~.subscribe.too_slow`);
-* the relay stopping: close **1001** ("going away"); an internal error after the switch: **1011**.
+* the relay stopping: close **1012** ("service restart": reconnect, to another node at once); an internal
+  error after the switch: **1011**.
 
 Each counts as ``rejected`` in ``/status``. And the timing rules both servers follow:
 
@@ -32,6 +33,7 @@ __all__ = [
     "CLOSE_INVALID_DATA",
     "CLOSE_NO_STATUS",
     "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_SERVICE_RESTART",
     "CLOSE_TOO_BIG",
     "CLOSE_TRY_AGAIN_LATER",
     "Beat",
@@ -50,6 +52,7 @@ CLOSE_ABNORMAL = 1006
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 
 #: Seconds the peer has to answer the relay's close frame before the connection is dropped.
