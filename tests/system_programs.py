@@ -56,6 +56,7 @@ def _chromium() -> str | None:
 PROGRAMS: dict[str, Callable[[], str | None]] = {
     "htpasswd": _which("htpasswd", "apt-get install apache2-utils"),
     "redis-server": _which("redis-server", "apt-get install redis-server"),
+    "nginx": _which("nginx", "apt-get install nginx"),
     "nginx+nchan": _nchan,
     "chromium": _chromium,
     "systemd-analyze": _which("systemd-analyze", "apt-get install systemd"),

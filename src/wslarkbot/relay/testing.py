@@ -168,10 +168,11 @@ class ServeProcess:
         if self.proc.returncode is None:
             self.proc.kill()
 
-    async def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT and wait (graceful), SIGKILL after ``timeout``; returns the exit code."""
+    async def stop(self, timeout: float = 10.0, *, signal_number: int = signal.SIGINT) -> int:
+        """``signal_number`` (SIGINT; SIGTERM drains the same way) and wait, SIGKILL after ``timeout``;
+        returns the exit code."""
         if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal_number)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
             except asyncio.TimeoutError:
