@@ -220,6 +220,8 @@ def serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from .reload import reload
+    from .routes import STATE_KEY
     from .runner import start_relay
 
     async def main() -> int:
@@ -236,6 +238,9 @@ def serve(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             except NotImplementedError:  # pragma: no cover - Windows
                 pass
+        state = relay.app[STATE_KEY]
+        if hasattr(signal, "SIGHUP"):  # reload what can change live (relay/reload.py)
+            loop.add_signal_handler(signal.SIGHUP, lambda: reload(state, lambda: build_config(args)))
         try:
             await stop.wait()
         finally:

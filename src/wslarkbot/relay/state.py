@@ -47,6 +47,10 @@ class GatewayPort(Protocol):
         """Verify, deliver and answer one webhook of a gateway app (body already read and size-limited)."""
         ...
 
+    def reload_config(self, path: str) -> None:
+        """Re-read the gateway config file (SIGHUP; raises ConfigurationError and keeps the old one)."""
+        ...
+
 
 @dataclass
 class RelayState:

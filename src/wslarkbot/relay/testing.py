@@ -163,6 +163,23 @@ class ServeProcess:
             raise AssertionError(f"no line matching {rx.pattern!r} in:\n" + "\n".join(self.lines))
         return match
 
+    async def wait_lines(self, pattern: str, count: int, timeout: float = 20.0) -> list[str]:
+        """Wait until ``count`` stderr lines match ``pattern``; those lines.
+
+        Raises:
+            asyncio.TimeoutError: fewer within ``timeout``.
+        """
+        rx = re.compile(pattern)
+
+        def matching() -> list[str]:
+            return [line for line in self.lines if rx.search(line)]
+
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(matching()) >= count or self._reader.done()), timeout
+            )
+        return matching()
+
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, sockets dropped, nothing cleaned up (a crashed node)."""
         if self.proc.returncode is None:

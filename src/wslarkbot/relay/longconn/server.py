@@ -20,6 +20,7 @@ Usage inside the relay::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -35,7 +36,7 @@ from ...wire import REQUEST_ID_RE
 from ..answer import Answer
 from ..limits import BackendUnavailable
 from ..observe import NULL_OBSERVER, RelayObserver
-from .config import GatewayConfig, hash_secret
+from .config import GatewayConfig, hash_secret, load_gateway_config
 from .registry import ClientRegistry, Connection
 from .replay import MemoryReplay, ReplayStore
 from .replayer import Replayer
@@ -116,6 +117,26 @@ class Gateway:
         self._sockets: set[web.WebSocketResponse] = set()
         #: told about each webhook answered here (metrics, dashboard); the relay's admin.install sets it.
         self.observer: RelayObserver = NULL_OBSERVER
+
+    def reload_config(self, path: str) -> None:
+        """Re-read the gateway config file (SIGHUP): apps added, removed or changed, timeouts and client
+        settings take effect for new connections and webhooks; the ticket secret and TTL need a restart
+        (tickets already issued must stay valid). Clients of a removed app keep their connection until it
+        closes; they are refused when they come back.
+
+        Raises:
+            ConfigurationError: the file does not load or check (nothing changes).
+        """
+        new = load_gateway_config(path)
+        for name in ("ticket_secret", "ticket_ttl"):
+            if getattr(new, name) != getattr(self.config, name):
+                log.warning("gateway config: %s changed; needs a restart (the running value is kept)", name)
+        old = self.config
+        new = dataclasses.replace(new, ticket_secret=old.ticket_secret, ticket_ttl=old.ticket_ttl)
+        added = sorted(set(new.apps) - set(self.config.apps))
+        removed = sorted(set(self.config.apps) - set(new.apps))
+        self.config = self.clients.config = self.replayer.config = new
+        log.info("gateway config reloaded: %d apps (added %s, removed %s)", len(new.apps), added, removed)
 
     def serves(self, app_id: str) -> bool:
         """Whether webhooks for ``app_id`` go to long-connection clients."""
