@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import queue
@@ -23,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 from wslarkbot.cli import main
-from wslarkbot.relay import RelayConfig, RelayThread, create_app, run_relay
-from wslarkbot.relay.config import env_name
+from wslarkbot.relay import RelayThread, create_app, run_relay
+from wslarkbot.relay.config import env_name, option_fields
 from wslarkbot.relay.runner import start_relay
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
@@ -163,7 +162,7 @@ def test_serve_help_lists_every_env_var(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     out = capsys.readouterr().out
-    for f in dataclasses.fields(RelayConfig):
+    for f in option_fields():
         assert env_name(f.name) in out
 
 

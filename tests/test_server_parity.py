@@ -26,6 +26,7 @@ from wslarkbot.relay import InMemoryHub, create_app, run_relay
 from wslarkbot.relay.buffer import BufferPolicy
 from wslarkbot.relay.hub import Event
 from wslarkbot.relay.runner import RunningRelay
+from wslarkbot.relay.tenants import TenantLimit
 from wslarkbot.relay.testing import SIGNED, recv_json, test_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -199,6 +200,15 @@ async def _subscribers_full(ctx: Ctx) -> Any:
         return await upgrade("/sub/cli_full?proto=2")(ctx)
 
 
+async def _over_the_rate(ctx: Ctx) -> Any:
+    return [answer(await ctx.http.post(ctx.url + "/hook/cli_rate", json=EVENT, headers=SIGNED)) for _ in "ab"]
+
+
+async def _over_tenant_subscribers(ctx: Ctx) -> Any:
+    async with await ctx.hello("/sub/cli_small?proto=2"):
+        return await upgrade("/sub/cli_small?proto=2")(ctx)
+
+
 async def _reply_by_http(ctx: Ctx) -> Any:
     async with await ctx.hello("/sub/cli_a") as ws:  # an original client: answers by HTTP POST
         call = asyncio.ensure_future(ctx.http.post(ctx.url + "/hook/cli_a", json=CALLBACK))
@@ -303,6 +313,8 @@ CASES: dict[str, Callable[[Ctx], Awaitable[Any]]] = {
         "/sub/org_acme?proto=2", Authorization=basic("org_acme", "pw")
     ),
     "subscription to a full channel": _subscribers_full,
+    "an event over its tenant's rate": _over_the_rate,
+    "a subscription over its tenant's max_subscribers": _over_tenant_subscribers,
     "protocol-2 hello": upgrade("/sub/cli_a,cli_b?proto=2&group=workers"),
     # frames from a subscriber
     "text PING": ws_frames("PING"),
@@ -348,6 +360,7 @@ async def observe(name: str, fast: bool, htpasswd: Path, caplog: pytest.LogCaptu
         buffer="cli_buf*",
         buffer_size=1,
         htpasswd=str(htpasswd),
+        tenants={"cli_rate": TenantLimit(events_per_second=0.5), "cli_small": TenantLimit(max_subscribers=1)},
     )
     hub = BoomHub(
         max_subscribers_per_channel=config.max_subscribers_per_channel,

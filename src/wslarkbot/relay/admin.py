@@ -216,7 +216,8 @@ def install(app: web.Application) -> Admin:
     state = app[STATE_KEY]
     credentials = AdminCredentials.from_config(state.config)
     registry = CollectorRegistry()
-    metrics = MetricsObserver(registry)
+    cap = state.config.metrics_channel_cap if state.config.metrics_per_channel else None
+    metrics = MetricsObserver(registry, channel_cap=cap)
     registry.register(RelayCollector(app))
     ProcessCollector(registry=registry)
     dashboard = DashboardObserver()

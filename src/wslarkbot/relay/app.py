@@ -28,6 +28,7 @@ from .hub import Hub, InMemoryHub
 from .routes import STATE_KEY, handle_reply_post, handle_subscribe, handle_webhook, internal_errors
 from .stall import watch_stalls
 from .state import Closable, RelayState, log
+from .tenants import TenantGate
 from .ws_policy import CLOSE_SERVICE_RESTART
 
 __all__ = ["STATE_KEY", "create_app", "default_hub", "status_snapshot"]
@@ -140,7 +141,9 @@ def create_app(config: RelayConfig, *, hub: Hub | None = None) -> web.Applicatio
     """
     if hub is None:
         hub = default_hub(config)
-    state = RelayState(config=config, hub=hub, access=AccessPolicy(config))
+    state = RelayState(
+        config=config, hub=hub, access=AccessPolicy(config), tenants=TenantGate(config.tenants)
+    )
     # client_max_size only guards request.read()/post(); bodies are read through publish.read_body.
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[internal_errors])
     app[STATE_KEY] = state

@@ -7,7 +7,6 @@ works without the relay extra.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
-from .config import RelayConfig, env_name, field_kind, flag_name
+from .config import RelayConfig, env_name, field_kind, flag_name, option_fields
 from .config_file import example_config, load_config_file, read_secret_files
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print a config file with every option, its help and its default, and exit",
     )
-    for f in dataclasses.fields(RelayConfig):
+    for f in option_fields():
         help_text = f"{f.metadata.get('help', '')} [env {env_name(f.name)}; default {f.default!r}]"
         kind = field_kind(f)
         if kind == "bool":
@@ -108,9 +107,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     from_file = load_config_file(path) if path else {}
     from_env = {**RelayConfig.env_values(env), **read_secret_files(env)}
     flags = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(RelayConfig)
-        if getattr(args, f.name, None) is not None
+        f.name: getattr(args, f.name) for f in option_fields() if getattr(args, f.name, None) is not None
     }
     return RelayConfig(**{**from_file, **from_env, **flags})
 

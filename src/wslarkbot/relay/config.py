@@ -14,8 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from .tenants import TenantLimit
 
-__all__ = ["ENV_PREFIX", "MIB", "REDIS_SCHEMES", "RelayConfig", "env_name", "flag_name", "parse_bool"]
+__all__ = [
+    "ENV_PREFIX",
+    "MIB",
+    "REDIS_SCHEMES",
+    "RelayConfig",
+    "env_name",
+    "flag_name",
+    "option_fields",
+    "parse_bool",
+]
 
 ENV_PREFIX = "WSLARKBOT_"
 MIB = 1024 * 1024
@@ -99,6 +109,17 @@ class RelayConfig:
     auth_fail_window: float = _opt(60.0, "seconds over which failed logins are counted")
     buffer_size: int = _opt(1000, "most events kept per buffered channel (503 when all are unacked)")
     buffer_ttl: float = _opt(3600.0, "seconds a buffered event is kept (acked or not)")
+    metrics_per_channel: bool = _opt(
+        False,
+        "label /metrics by channel too (wslarkbot_channel_webhooks_total{channel,outcome}), for at most "
+        '--metrics-channel-cap channels (the rest count as channel="_other")',
+    )
+    metrics_channel_cap: int = _opt(100, "most distinct channel labels on /metrics (metrics_per_channel)")
+    #: per-channel limits, from the config file's [tenants.<channel>] tables only (relay/tenants.py)
+    tenants: Mapping[str, TenantLimit] = field(
+        default_factory=dict,
+        metadata={"help": "per-tenant limits ([tenants.<channel>] tables)", "file_only": True},
+    )
     buffer_stall_after: float = _opt(
         30.0,
         "report a buffered event still unacked after this many seconds while its channel has had a "
@@ -119,6 +140,7 @@ class RelayConfig:
             "max_subscriber_buffer_bytes",
             "buffer_size",
             "buffer_ttl",
+            "metrics_channel_cap",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -151,7 +173,7 @@ class RelayConfig:
             ConfigurationError: a variable does not parse as its field's type.
         """
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
+        for f in option_fields():
             raw = environ.get(env_name(f.name))
             if raw is not None:
                 values[f.name] = convert(f, raw)
@@ -160,6 +182,11 @@ class RelayConfig:
     def replace(self, **changes: Any) -> RelayConfig:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+def option_fields() -> list[dataclasses.Field[Any]]:
+    """The fields that are flags and variables (all but the config file's tables, such as ``tenants``)."""
+    return [f for f in dataclasses.fields(RelayConfig) if not f.metadata.get("file_only")]
 
 
 #: Fields whose flag and variable are shorter than the field name: ``redis_url`` -> ``--redis``.

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ConfigurationError
-from .config import RelayConfig, env_name, field_kind
+from .config import env_name, field_kind, option_fields
+from .tenants import parse_tenants
 
 __all__ = ["SECRET_FIELDS", "example_config", "load_config_file", "read_secret_files", "toml_loads"]
 
@@ -105,11 +106,14 @@ def load_config_file(path: str | pathlib.Path) -> dict[str, Any]:
         at = re.search(r"\(at line \d+, column \d+\)", str(exc))
         position = f" {at.group()}" if at else ""
         raise ConfigurationError(f"config {path} is not valid TOML{position}") from None
-    fields = {f.name: f for f in dataclasses.fields(RelayConfig)}
-    allowed = sorted([*fields, *(f"{name}_file" for name in SECRET_FIELDS)])
+    fields = {f.name: f for f in option_fields()}
+    allowed = sorted([*fields, "tenants", *(f"{name}_file" for name in SECRET_FIELDS)])
     values: dict[str, Any] = {}
     for key, value in data.items():
         where = _where(path, text, key)
+        if key == "tenants":
+            values["tenants"] = parse_tenants(value, str(path))
+            continue
         if key.endswith("_file") and key[: -len("_file")] in SECRET_FIELDS:
             name = key[: -len("_file")]
             if name in data:
@@ -169,7 +173,7 @@ def example_config() -> str:
         "# Secrets may come from files instead: admin_password_file, redis_url_file.",
         "",
     ]
-    for f in dataclasses.fields(RelayConfig):
+    for f in option_fields():
         help_text = " ".join(str(f.metadata.get("help", "")).split())
         lines.append(f"# {help_text}")
         if f.default is None:
@@ -179,4 +183,15 @@ def example_config() -> str:
         lines.append("")
     lines.append('# admin_password_file = "/run/secrets/wslarkbot_admin_password"')
     lines.append('# redis_url_file = "/run/secrets/wslarkbot_redis_url"')
+    lines += [
+        "",
+        '# Per-tenant limits (relay/tenants.py): one table per channel (an org_* or an app id), "*" for',
+        "# every channel without one. Over the rate: 429 + Retry-After; over max_subscribers: 503.",
+        '#[tenants."*"]',
+        "#events_per_second = 20",
+        "#max_subscribers = 10",
+        "#",
+        "#[tenants.org_acme]",
+        "#events_per_second = 200",
+    ]
     return "\n".join(lines) + "\n"

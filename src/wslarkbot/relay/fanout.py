@@ -101,6 +101,10 @@ class LocalFanout:
         """Whether a protocol-2 subscriber (one that replies or acks) of ``channel`` is connected here."""
         return channel in self._answering
 
+    def subscriber_count(self, channel: str) -> int:
+        """How many subscribers ``channel`` has here."""
+        return len(self._channels.get(channel, ()))
+
     def has_subscribers(self, channel: str) -> bool:
         """Whether ``channel`` has a subscriber here."""
         return channel in self._channels

@@ -19,6 +19,8 @@ channel names are never labels, so a caller cannot grow the series count):
 ``wslarkbot_webhooks_answered_total{channel_kind,outcome,status}``  every answer, by outcome and status
 ``wslarkbot_webhooks_failed_total{channel_kind,outcome}``  answers that were not 2xx (503, 504, 500)
 ``wslarkbot_webhook_reply_latency_seconds{channel_kind}``  histogram: received -> answered
+``wslarkbot_channel_webhooks_total{channel,outcome}``      answers per channel (``--metrics-per-channel``,
+                                                           at most ``--metrics-channel-cap`` channels)
 ``wslarkbot_subscriber_connects_total``                    WebSocket subscriptions opened
 ``wslarkbot_subscriber_disconnects_total``                 WebSocket subscriptions closed
 ``wslarkbot_subscriber_answers_total{kind}``               accepted ``ack``/``reply`` frames
@@ -69,6 +71,10 @@ _KINDS = ("hook", "org")
 _LE = tuple(floatToGoString(b) for b in LATENCY_BUCKETS)
 
 
+#: The channel label of answers past ``metrics_channel_cap`` distinct channels.
+OTHER_CHANNEL = "_other"
+
+
 class MetricsObserver(RelayObserver):
     """Counts the relay's events into ``registry``.
 
@@ -78,8 +84,17 @@ class MetricsObserver(RelayObserver):
     :class:`_CountersCollector` turns the counters into metric families when Prometheus scrapes.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, channel_cap: int | None = None) -> None:
+        """
+        Args:
+            channel_cap: label answers by channel too (``metrics_per_channel``) for at most this many
+                channels; later ones count as ``_other`` (so a flood of app ids cannot grow /metrics).
+        """
         self.registry = registry
+        self.channel_cap = channel_cap
+        #: (channel or "_other", outcome) -> answers, with channel_cap
+        self.by_channel: dict[tuple[str, WebhookOutcome], int] = {}
+        self._labelled: set[str] = set()
         kinds = ("event", "challenge", "callback")
         # Pre-created keys, so the series exist (at 0) before the first webhook, as before.
         self.received: dict[tuple[str, str], int] = {(ck, k): 0 for ck in _KINDS for k in kinds}
@@ -121,6 +136,15 @@ class MetricsObserver(RelayObserver):
         if not 200 <= status < 300:
             fkey = (ck, outcome)
             self.failed[fkey] = self.failed.get(fkey, 0) + 1
+        if self.channel_cap is not None:
+            label = channel
+            if channel not in self._labelled:
+                if len(self._labelled) < self.channel_cap:
+                    self._labelled.add(channel)
+                else:
+                    label = OTHER_CHANNEL
+            ckey = (label, outcome)
+            self.by_channel[ckey] = self.by_channel.get(ckey, 0) + 1
         # bisect_left: the first bucket whose bound is >= latency (Prometheus' ``le``); past the end: +Inf.
         self.latency_buckets[ck][bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
         self.latency_sum[ck] += latency
@@ -179,6 +203,15 @@ class _CountersCollector(Collector):
         for (ck, outcome), n in list(m.failed.items()):
             failed.add_metric([ck, outcome.value], n)
         yield failed
+        if m.channel_cap is not None:
+            per_channel = CounterMetricFamily(
+                "wslarkbot_channel_webhooks",
+                f"Webhook answers by channel (at most {m.channel_cap} channels; the rest as _other)",
+                labels=["channel", "outcome"],
+            )
+            for (channel, outcome), n in list(m.by_channel.items()):
+                per_channel.add_metric([channel, outcome.value], n)
+            yield per_channel
         latency = HistogramMetricFamily(
             "wslarkbot_webhook_reply_latency_seconds",
             "Seconds from receiving a webhook to answering it",

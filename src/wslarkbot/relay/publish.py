@@ -90,7 +90,9 @@ def webhook_channel(state: RelayState, origin: Origin, org: str, app_id: str) ->
             )
     if state.closing:
         return reject(state, origin, LimitExceeded(503, "shutdown", "relay is shutting down"))
-    return app_id if org == HOOK_ORG_ID else org
+    channel = app_id if org == HOOK_ORG_ID else org
+    over = state.tenants.check_event(channel)  # relay/tenants.py; nothing to do when none is configured
+    return channel if over is None else reject(state, origin, over, channel=channel)
 
 
 def gateway_for(state: RelayState, org: str, app_id: str) -> GatewayPort | None:

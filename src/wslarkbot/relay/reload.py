@@ -18,6 +18,7 @@ from ..exceptions import ConfigurationError
 from .auth import AccessPolicy
 from .config import RelayConfig
 from .state import RelayState
+from .tenants import TenantGate
 
 __all__ = ["RESTART_FIELDS", "apply_config", "reload"]
 
@@ -59,6 +60,8 @@ def apply_config(state: RelayState, new: RelayConfig) -> tuple[list[str], list[s
     state.access = access
     state.hub.fanout.max_subscribers_per_channel = config.max_subscribers_per_channel
     state.hub.pending.limit = config.max_pending_replies
+    if "tenants" in applied:
+        state.tenants = TenantGate(config.tenants)
     if "log_level" in applied:
         level = logging.getLevelName(config.log_level.upper())
         logging.getLogger().setLevel(level if isinstance(level, int) else logging.INFO)

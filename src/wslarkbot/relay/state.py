@@ -14,6 +14,7 @@ from .hub import Hub, Subscriber
 from .limits import BackendUnavailable, LimitExceeded
 from .observe import NULL_OBSERVER, RelayObserver
 from .status import RelayStats
+from .tenants import TenantGate
 
 __all__ = ["Closable", "GatewayPort", "RelayState", "internal_error", "log", "refusal"]
 
@@ -69,6 +70,8 @@ class RelayState:
     observer: RelayObserver = NULL_OBSERVER
     #: the long-connection gateway, if one is mounted (create_app with ``gateway_config``)
     gateway: GatewayPort | None = None
+    #: per-tenant limits (relay/tenants.py); none by default
+    tenants: TenantGate = field(default_factory=lambda: TenantGate({}))
 
 
 def internal_error(method: str, path: str) -> Answer:

@@ -145,6 +145,10 @@ async def open_subscription(
         )
     if state.closing:
         return refuse(state, origin, LimitExceeded(503, "shutdown", "relay is shutting down"))
+    for channel in channels:
+        over = state.tenants.check_subscriber(channel, state.hub.fanout.subscriber_count(channel))
+        if over is not None:
+            return refuse(state, origin, over)
     try:
         user = await asyncio.to_thread(state.access.check, channels, headers, origin.remote)
     except LimitExceeded as exc:
