@@ -53,7 +53,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -319,6 +319,41 @@ def _message_id(response: Any) -> str:
     return message_id
 
 
+_Opening = Generator[tuple[str, Any], Any, tuple[CardStream, str, "_Target | None"]]
+
+
+def _opening(
+    text: str,
+    mode: Mode,
+    render: Render | None,
+    rate: float | None,
+    clock: Callable[[], float],
+    element_id: str,
+) -> _Opening:
+    """How a streaming card is created, for both fronts: yields ``("create", card)`` (create a CardKit card
+    entity; a FeishuAPIError may be thrown back) and ``("deliver", content)`` (send or reply with that
+    ``interactive`` content), each answered with the call's response; returns the stream, the message id
+    and the update target (None: PATCH the message)."""
+    cardkit, chosen, per_second = _plan(mode, render, rate)
+    stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
+    first = stream.first_card(text)
+    if cardkit:
+        try:
+            card_id = _card_id((yield ("create", first)))
+        except FeishuAPIError as exc:
+            _fallback(mode, exc)
+            _, chosen, per_second = _plan("patch", render, rate)
+            stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
+            first = stream.first_card(text)
+        else:
+            response = yield ("deliver", card_content(card_id))
+            stream.created()
+            return stream, _message_id(response), _CardKit(card_id, element_id)
+    response = yield ("deliver", first)
+    stream.created()
+    return stream, _message_id(response), None
+
+
 class _Front:
     """What both fronts share: construction, the final cards, error bookkeeping."""
 
@@ -461,24 +496,20 @@ class AsyncStreamingCard(_Front):
         clock: Callable[[], float],
         element_id: str,
     ) -> AsyncStreamingCard:
-        cardkit, chosen, per_second = _plan(mode, render, rate)
-        stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
-        first = stream.first_card(text)
-        if cardkit:
+        flow = _opening(text, mode, render, rate, clock, element_id)
+        step = next(flow)
+        while True:
             try:
-                card_id = _card_id(await api.create_card(first))
+                call = api.create_card if step[0] == "create" else deliver
+                result = await call(step[1])
             except FeishuAPIError as exc:
-                _fallback(mode, exc)
-                _, chosen, per_second = _plan("patch", render, rate)
-                stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
-                first = stream.first_card(text)
-            else:
-                response = await deliver(card_content(card_id))
-                stream.created()
-                return cls(api, _message_id(response), stream, on_error, _CardKit(card_id, element_id))
-        response = await deliver(first)
-        stream.created()
-        return cls(api, _message_id(response), stream, on_error)
+                step = flow.throw(exc)
+                continue
+            try:
+                step = flow.send(result)
+            except StopIteration as stop:
+                stream, message_id, target = stop.value
+                return cls(api, message_id, stream, on_error, target)
 
     def update(self, text: str) -> None:
         """Show ``text`` (the whole text so far); sent in the background when the throttle allows."""
@@ -638,24 +669,19 @@ class StreamingCard(_Front):
         clock: Callable[[], float],
         element_id: str,
     ) -> StreamingCard:
-        cardkit, chosen, per_second = _plan(mode, render, rate)
-        stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
-        first = stream.first_card(text)
-        if cardkit:
+        flow = _opening(text, mode, render, rate, clock, element_id)
+        step = next(flow)
+        while True:
             try:
-                card_id = _card_id(api.create_card(first))
+                result = (api.create_card if step[0] == "create" else deliver)(step[1])
             except FeishuAPIError as exc:
-                _fallback(mode, exc)
-                _, chosen, per_second = _plan("patch", render, rate)
-                stream = CardStream(chosen, max_updates_per_second=per_second, clock=clock)
-                first = stream.first_card(text)
-            else:
-                response = deliver(card_content(card_id))
-                stream.created()
-                return cls(api, _message_id(response), stream, on_error, target=_CardKit(card_id, element_id))
-        response = deliver(first)
-        stream.created()
-        return cls(api, _message_id(response), stream, on_error)
+                step = flow.throw(exc)
+                continue
+            try:
+                step = flow.send(result)
+            except StopIteration as stop:
+                stream, message_id, target = stop.value
+                return cls(api, message_id, stream, on_error, target=target)
 
     def update(self, text: str) -> None:
         """Show ``text``; sent now if the throttle allows, else by a later call."""
