@@ -25,6 +25,7 @@ from .auth import AccessPolicy
 from .buffer import BufferPolicy
 from .config import RelayConfig
 from .hub import Hub, InMemoryHub
+from .redis_url import is_sentinel
 from .routes import STATE_KEY, handle_reply_post, handle_subscribe, handle_webhook, internal_errors
 from .stall import watch_stalls
 from .state import Closable, RelayState, log
@@ -107,12 +108,14 @@ def default_hub(config: RelayConfig) -> Hub:
             f"--redis needs the redis extra: pip install 'wslarkbot[redis]' ({exc.name} is missing)"
         ) from None
     longest_wait = max(config.challenge_timeout, config.callback_timeout, config.ack_timeout)
+    wait = config.redis_wait_replicas
     return RedisHub(
         config.redis_url,
         max_subscribers_per_channel=config.max_subscribers_per_channel,
         max_pending_replies=config.max_pending_replies,
         pending_ttl=longest_wait + 30.0,
         buffers=buffers,
+        wait_replicas=wait if wait >= 0 else int(is_sentinel(config.redis_url)),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from .redis_url import REDIS_SCHEMES, check_redis_url
 from .tenants import TenantLimit
 
 __all__ = [
@@ -92,8 +93,14 @@ class RelayConfig:
         repr=False,  # may carry a password (redis://:secret@host)
         metadata={
             "help": "share subscriptions and replies with other relay nodes through this Redis "
-            "(redis://[:password@]host:6379/0, rediss://, unix://); unset: this process alone",
+            "(redis://[:password@]host:6379/0, rediss://, unix://; or a Sentinel-managed master: "
+            "redis+sentinel://host:26379[,host:26379...]/mymaster[/db]); unset: this process alone",
         },
+    )
+    redis_wait_replicas: int = _opt(
+        -1,
+        "replicas that must confirm a buffered event (Redis WAIT) before it is answered 200, so a failover "
+        "cannot lose it; -1: 1 with redis+sentinel://, else 0",
     )
 
     buffer: str | None = _opt(
@@ -153,8 +160,10 @@ class RelayConfig:
             raise ConfigurationError("auth_fail_limit must be >= 0 and auth_fail_window > 0")
         if self.buffer_stall_after < 0:
             raise ConfigurationError("buffer_stall_after must be >= 0 (0 disables stall reports)")
-        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
-            raise ConfigurationError(f"redis_url must start with one of {', '.join(REDIS_SCHEMES)}")
+        if self.redis_url is not None:
+            check_redis_url(self.redis_url)
+        if self.redis_wait_replicas < -1:
+            raise ConfigurationError("redis_wait_replicas must be >= 0, or -1 (automatic)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> RelayConfig:
@@ -191,7 +200,6 @@ def option_fields() -> list[dataclasses.Field[Any]]:
 
 #: Fields whose flag and variable are shorter than the field name: ``redis_url`` -> ``--redis``.
 _SHORT_NAMES = {"redis_url": "redis"}
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def flag_name(field_name: str) -> str:

@@ -95,6 +95,8 @@ class RedisHub(Hub):
         start_wait: how long :meth:`start` waits for the first connection; after that the node serves
             (503 for webhooks) and keeps connecting in the background.
         clock: wall-clock seconds, for the buffer's age horizon (injected in tests).
+        wait_replicas: replicas that must have a buffered event before it is answered 200 (``WAIT``):
+            with a Sentinel-managed master, 1 keeps a failover from losing events Feishu was told are kept.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class RedisHub(Hub):
         start_wait: float = 5.0,
         buffers: BufferPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0,
     ) -> None:
         super().__init__(
             max_subscribers_per_channel=max_subscribers_per_channel, max_pending_replies=max_pending_replies
@@ -116,6 +119,7 @@ class RedisHub(Hub):
         self.node_id = node_id or new_node_id()
         self.buffers = buffers or BufferPolicy()
         self.ids = ChannelIds(clock)
+        self.wait_replicas = wait_replicas
         self._tasks: set[asyncio.Task[None]] = set()
         self.pending_ttl_ms = max(1, int(pending_ttl * 1000))
         self._node_channel = node_channel(self.node_id)
@@ -164,14 +168,33 @@ class RedisHub(Hub):
         if not (bufferable and self.buffers.buffered(channel)):
             return Event(channel, request_id, self.ids.next(channel), body)
         args: list[str | int] = [int(self.buffers.ttl * 1000), self.buffers.size, request_id, body]
-        reply = await self.link.command(
-            lambda r: self._append(keys=[stream_key(channel), acked_key(channel)], args=args)
-        )
+        keys = [stream_key(channel), acked_key(channel)]
+        if self.wait_replicas:
+            reply, replicas = await self.link.command(lambda r: self._append_replicated(r, keys, args))
+        else:
+            reply, replicas = await self.link.command(lambda r: self._append(keys=keys, args=args)), 0
         if _text(reply[0]) != "ok":
             raise buffer_full(
                 BufferFull(f"buffer of channel {channel} holds {self.buffers.size} unacked events")
             )
+        if replicas < self.wait_replicas:
+            # In the master's Stream, but a failover now could lose it: not answered 200 (Feishu retries).
+            log.warning(
+                "buffered event of %s confirmed by %d of %d replicas in time; answering 503",
+                channel,
+                replicas,
+                self.wait_replicas,
+            )
+            raise BackendUnavailable("relay backend (redis) could not replicate the event in time")
         return Event(channel, request_id, _text(reply[1]), body, buffered=True)
+
+    async def _append_replicated(self, r: Any, keys: list[str], args: list[str | int]) -> tuple[Any, int]:
+        """The append script, then ``WAIT`` on the same connection: how many replicas have the event."""
+        pipe = r.pipeline(transaction=False)
+        await self._append(keys=keys, args=args, client=pipe)
+        pipe.wait(self.wait_replicas, WAIT_MS)
+        reply, replicas = await pipe.execute()
+        return reply, int(replicas)
 
     def buffers_channel(self, channel: str) -> bool:
         return self.buffers.buffered(channel)
@@ -514,6 +537,9 @@ class RedisHub(Hub):
         if tally is not None:
             tally.add(report)
 
+
+#: How long ``WAIT`` may take for a buffered event's replicas, in ms (below the 1 s socket timeout).
+WAIT_MS = 500
 
 #: How far before a subscriber's cursor the catch-up looks for unacked entries, in ms.
 CATCH_UP_MARGIN_MS = 5_000

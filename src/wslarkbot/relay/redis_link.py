@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .limits import BackendUnavailable
+from .redis_url import make_client
 
 __all__ = ["RedisLink", "backoff_delays", "redact_url"]
 
@@ -74,7 +75,7 @@ class RedisLink:
     """Commands and pub/sub for one node. All methods run on the relay's event loop.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL (:mod:`.redis_url`).
         node_channel: this node's own pub/sub channel (always subscribed).
         on_message: awaited for every pub/sub message ``(redis channel, data)``, in order.
         on_down: called (synchronously) when the link goes down from up, before anything else runs.
@@ -103,7 +104,7 @@ class RedisLink:
         self.on_down = on_down
         self.on_up = on_up
         self.timeout = timeout
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        self.client: aioredis.Redis = make_client(
             url,
             protocol=2,
             socket_timeout=timeout,

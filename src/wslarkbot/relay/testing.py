@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .config import RelayConfig
@@ -224,10 +225,14 @@ class RedisServer:
 
     READY = "Ready to accept connections"
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None, *, aof: bool = False) -> None:
+    def __init__(
+        self, workdir: pathlib.Path, port: int | None = None, *, aof: bool = False, args: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.aof = aof
+        #: more redis-server arguments (e.g. ``("--replicaof", "127.0.0.1", "6379")``)
+        self.args = tuple(args)
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._reader: asyncio.Future[None] | None = None
@@ -247,16 +252,7 @@ class RedisServer:
             asyncio.TimeoutError: not ready within ``timeout``; AssertionError: it exited (its output shown).
         """
         self.proc = await asyncio.create_subprocess_exec(
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            *(("--appendonly", "yes", "--appendfsync", "always") if self.aof else ("--appendonly", "no")),
-            "--dir",
-            str(self.workdir),
+            *self._command(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -273,6 +269,18 @@ class RedisServer:
             await self.stop()
             raise
         return self
+
+    def _command(self) -> list[str]:
+        persistence = (
+            ("--appendonly", "yes", "--appendfsync", "always") if self.aof else ("--appendonly", "no")
+        )
+        return [
+            "redis-server",
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+            *persistence,
+            *("--dir", str(self.workdir)),
+            *self.args,
+        ]
 
     async def _read(self, proc: asyncio.subprocess.Process, ready: asyncio.Event) -> None:
         if proc.stdout is None:  # pragma: no cover - always a pipe
@@ -297,3 +305,44 @@ class RedisServer:
         if self._reader is not None:
             await self._reader
         self.proc = self._reader = None
+
+    async def wait_log(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the server logged a line containing ``text``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(text in line for line in self.lines):
+            if loop.time() > deadline or self.proc is None or self.proc.returncode is not None:
+                raise AssertionError(f"redis-server never logged {text!r}:\n" + "\n".join(self.lines[-20:]))
+            await asyncio.sleep(0.05)  # polling its log, which has no event to wait on
+
+
+class RedisSentinel(RedisServer):
+    """A ``redis-server --sentinel`` watching the master ``name`` at ``master_port`` (quorum 1, a master
+    unreachable for ``down_after_ms`` is failed over), for failover tests.
+
+    ``url`` is the ``redis+sentinel://`` URL of that master.
+    """
+
+    READY = "+monitor master"
+
+    def __init__(
+        self, workdir: pathlib.Path, master_port: int, *, name: str = "mymaster", down_after_ms: int = 1000
+    ) -> None:
+        conf = workdir / "sentinel.conf"
+        super().__init__(workdir)
+        self.conf = conf
+        self.name = name
+        conf.write_text(
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} 3000\n"
+            f"sentinel parallel-syncs {name} 1\n",
+            encoding="utf-8",
+        )
+
+    def _command(self) -> list[str]:  # the config file first, as sentinel mode wants it
+        return ["redis-server", str(self.conf), "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1"]
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.name}/0"
