@@ -92,3 +92,21 @@ def test_dumps_hands_what_orjson_encodes_differently_to_json() -> None:
 def test_the_fast_path_is_used_when_orjson_is_installed() -> None:
     pytest.importorskip("orjson")
     assert _json.FAST
+
+
+@pytest.mark.skipif(not _json.FAST, reason="orjson not installed")
+def test_a_document_with_ordinary_floats_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One parse per document (issue 19): only an integral float of 2**63 or more, which orjson may have
+    made of a huge integer, sends the document to the standard library again."""
+    calls: list[object] = []
+    real = _json._std_loads
+
+    def counting(data: str | bytes | bytearray) -> object:
+        calls.append(data)
+        return real(data)
+
+    monkeypatch.setattr(_json, "_std_loads", counting)
+    assert _json.loads('{"t":1.5,"s":[0.25,-3.0,2.5e-3]}') == {"t": 1.5, "s": [0.25, -3.0, 2.5e-3]}
+    assert calls == []
+    assert _json.loads('{"big":123456789012345678901234567890}') == {"big": 123456789012345678901234567890}
+    assert len(calls) == 1

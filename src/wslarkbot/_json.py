@@ -6,11 +6,12 @@ faster way to get them (about 5x for a 1.2 KB webhook body, 10x for an envelope)
 differ, the standard library does the work:
 
 * :func:`loads`: documents orjson refuses (``NaN``, ``Infinity``, lone surrogates, a byte order mark)
-  and documents whose orjson result holds a float anywhere (orjson turns integers beyond 64 bits into
-  floats; the standard library keeps them exact) are parsed by ``json.loads``, so the result is always
-  what ``json.loads`` returns, and invalid JSON raises :class:`ValueError` as it does. (Looking for the
-  float in the parsed result costs well under a microsecond for a webhook body; a regular expression
-  looking for long digit runs in the text cost 20-30 us per 1.2 KB body, 20 times orjson's parse.)
+  and documents whose orjson result holds an integral float of 2**63 or more (orjson turns integers beyond
+  64 bits into floats; the standard library keeps them exact) are parsed by ``json.loads``, so the result
+  is always what ``json.loads`` returns, and invalid JSON raises :class:`ValueError` as it does. Every
+  other document is parsed once, floats included (``1.5`` is the same float for both). (Looking through
+  the parsed result costs well under a microsecond for a webhook body; a regular expression looking for
+  long digit runs in the text cost 20-30 us per 1.2 KB body, 20 times orjson's parse.)
 * :func:`dumps`: what orjson does not encode the way :mod:`json` does (dict keys that are not strings,
   integers beyond 64 bits, subclasses of ``str``/``int``/``dict``/``list``, dataclasses, dates) is
   encoded by ``json.dumps``, which also raises the usual :class:`TypeError` for what JSON cannot carry.
@@ -30,15 +31,21 @@ from typing import Any
 __all__ = ["FAST", "dumps", "dumps_bytes", "loads"]
 
 
-def _has_float(obj: Any) -> bool:
-    """Whether a parsed JSON document holds a float anywhere."""
+#: orjson parses integers beyond 64 bits as floats; a float this large and integral may have been one.
+_BIG = 2.0**63
+
+
+def _maybe_big_int(obj: Any) -> bool:
+    """Whether a document orjson parsed holds a float that may have been an integer literal beyond 64 bits
+    (an integral float of 2**63 or more): only then can ``json.loads`` give another result."""
     stack = [obj]
     while stack:
         item = stack.pop()
         kind = type(item)
         if kind is float:
-            return True
-        if kind is dict:
+            if abs(item) >= _BIG and item.is_integer():
+                return True
+        elif kind is dict:
             stack.extend(item.values())
         elif kind is list:
             stack.extend(item)
@@ -99,7 +106,7 @@ if orjson is not None:
             result = _orjson_loads(data)
         except _OrjsonDecodeError:
             return _std_loads(data)
-        return _std_loads(data) if _has_float(result) else result
+        return _std_loads(data) if _maybe_big_int(result) else result
 
 else:  # pragma: no cover - exercised only without orjson
 
