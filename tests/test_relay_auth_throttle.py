@@ -83,3 +83,27 @@ def test_one_address_guessing_many_users_is_throttled_but_a_loopback_proxy_is_no
 
     assert [status(f"org_{n}", "203.0.113.5") for n in range(3)] == [401, 401, 429]  # by address
     assert [status(f"org_{n}", "127.0.0.1") for n in range(3, 6)] == [401, 401, 401]  # proxy: by user only
+
+
+async def test_failed_logins_count_on_every_node_sharing_redis(tmp_path: Path) -> None:
+    """Two nodes, one Redis: wrong passwords spread over both nodes add up (issue 19)."""
+    from system_programs import require
+    from wslarkbot.relay.testing import RedisServer
+
+    require("redis-server")
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("org_acme:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    redis = await RedisServer(tmp_path).start()
+    try:
+        config = test_config(
+            htpasswd=str(htpasswd), auth_fail_limit=3, auth_fail_window=30, redis_url=redis.url
+        )
+        async with run_relay(config) as a, run_relay(config) as b:
+            urls = [a.ws_url("org_acme"), b.ws_url("org_acme")]
+            tried = [await attempt(urls[n % 2], f"wrong-{n}") for n in range(3)]  # 2 on a, 1 on b
+            assert tried == [(401, None)] * 3
+            for url in urls:  # each node alone saw fewer than 3: only the shared count refuses
+                status, retry_after = await attempt(url, "pw")
+                assert status == 429 and retry_after is not None
+    finally:
+        await redis.stop()

@@ -47,6 +47,30 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+#: The ``limit`` of a refusal for a wrong password (counted by the failed-login throttles).
+WRONG_PASSWORD = "auth_password"
+
+
+def throttled(wait: int) -> LimitExceeded:
+    """The 429 for a login refused by a failed-login throttle (this node's or the shared one)."""
+    return LimitExceeded(429, "auth_throttle", f"too many failed logins; retry in {wait} s", retry_after=wait)
+
+
+def throttle_keys(user: str, remote: str | None) -> tuple[tuple[str, str | None], ...]:
+    """What a failed login counts against: the client's address and the user name tried.
+
+    A loopback peer is a reverse proxy in front (README): every client shares its address, so it is not
+    counted as one client (the per-user count still applies).
+    """
+    return (("user", user),) if _is_loopback(remote) else (("addr", remote), ("user", user))
+
+
+def login_keys(headers: Mapping[str, str], remote: str | None) -> tuple[tuple[str, str | None], ...]:
+    """:func:`throttle_keys` of a request's basic-auth user, or none when it sends no credentials."""
+    creds = parse_basic_auth(headers.get("Authorization"))
+    return throttle_keys(creds[0], remote) if creds is not None else ()
+
+
 def _is_loopback(remote: str | None) -> bool:
     try:
         return remote is not None and ipaddress.ip_address(remote).is_loopback
@@ -116,17 +140,13 @@ class AccessPolicy:
         if creds is None:
             raise LimitExceeded(401, "auth", f"channel {needed[0]} needs HTTP basic auth")
         user, password = creds
-        # A loopback peer is a reverse proxy in front (README): every client shares its address, so it is
-        # not counted as one client (the per-user count still applies).
-        keys = (("user", user),) if _is_loopback(remote) else (("addr", remote), ("user", user))
+        keys = throttle_keys(user, remote)
         wait = self.throttle.retry_after(*keys)
         if wait is not None:
-            raise LimitExceeded(
-                429, "auth_throttle", f"too many failed logins; retry in {wait} s", retry_after=wait
-            )
+            raise throttled(wait)
         if not self.users.verify(user, password):
             self.throttle.failed(*keys)
-            raise LimitExceeded(401, "auth", "wrong user name or password")
+            raise LimitExceeded(401, WRONG_PASSWORD, "wrong user name or password")
         self.throttle.succeeded(("addr", remote))
         if user != needed[0]:
             raise LimitExceeded(403, "auth", f"user {user} may not subscribe to channel {needed[0]}")

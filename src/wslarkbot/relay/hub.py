@@ -236,6 +236,19 @@ class Hub(abc.ABC):
         """``channels``, ``subscribers`` and ``pending_replies`` right now."""
         return {**self.fanout.counts(), "pending_replies": len(self.pending)}
 
+    # --- failed logins across processes ------------------------------------------------------------
+
+    async def login_wait(self, keys: Collection[tuple[str, str | None]], limit: int) -> int | None:
+        """Seconds until a login on ``keys`` may be tried again because of failures counted on *other*
+        processes sharing this hub's backend (this process counts its own: relay/throttle.py); None: go on.
+        One process alone has none."""
+        return None
+
+    async def login_failed(  # noqa: B027 - optional hook, as login_wait
+        self, keys: Collection[tuple[str, str | None]], window: float
+    ) -> None:
+        """Count a failed login on ``keys`` where every process sharing this hub's backend sees it."""
+
     # --- fan-out ------------------------------------------------------------------------------------
 
     def may_answer(self, channel: str) -> bool:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ from .redis_protocol import (
     encode_delivered,
     encode_fanout,
     fanout_channel,
+    login_key,
     new_node_id,
     node_channel,
     pending_value,
@@ -470,6 +472,48 @@ class RedisHub(Hub):
         # Not awaited: the answer to Feishu need not wait for it. Until the DEL lands, a late answer gets
         # "ok" from the script and is dropped here; if it never lands, the key expires after pending_ttl.
         self.link.forget(request_key(request_id))
+
+    # --- failed logins across nodes (relay/throttle.py counts a node's own) -------------------------
+
+    async def login_wait(self, keys: Collection[tuple[str, str | None]], limit: int) -> int | None:
+        """Seconds left on a key failed ``limit`` times on any node (``wslarkbot:authfail:*``)."""
+        if not limit:
+            return None
+        names = [login_key(*k) for k in keys]
+
+        async def read(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.get(name)
+                pipe.pttl(name)
+            return await pipe.execute()
+
+        try:
+            values = await self.link.command(read)
+        except BackendUnavailable:
+            return None  # each node's own throttle still applies
+        waits = [
+            int(ttl)
+            for count, ttl in zip(values[::2], values[1::2], strict=True)
+            if count is not None and int(count) >= limit and int(ttl) > 0
+        ]
+        return max(1, math.ceil(max(waits) / 1000)) if waits else None
+
+    async def login_failed(self, keys: Collection[tuple[str, str | None]], window: float) -> None:
+        """INCR each key's count; the window starts again with each failure (a guesser who keeps trying
+        stays refused)."""
+        window_ms = max(1, int(window * 1000))
+        names = [login_key(*k) for k in keys]
+
+        async def count(r: Any) -> Any:
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.incr(name)
+                pipe.pexpire(name, window_ms)
+            return await pipe.execute()
+
+        with contextlib.suppress(BackendUnavailable):
+            await self.link.command(count)
 
     # --- messages from Redis ------------------------------------------------------------------------
 

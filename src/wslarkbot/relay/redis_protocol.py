@@ -63,6 +63,7 @@ __all__ = [
     "new_node_id",
     "node_channel",
     "pending_value",
+    "login_key",
     "request_key",
     "resolve_args",
     "resolution_of",
@@ -94,6 +95,11 @@ def channel_of(redis_channel: str) -> str | None:
 def node_channel(node_id: str) -> str:
     """The Redis pub/sub channel of messages addressed to node ``node_id``."""
     return f"{KEY_PREFIX}node:{node_id}:replies"
+
+
+def login_key(kind: str, value: str | None) -> str:
+    """The key counting failed logins on a client address or user name (``kind`` ``addr``/``user``)."""
+    return f"{KEY_PREFIX}authfail:{kind}:{(value or '-')[:128]}"
 
 
 def request_key(request_id: str) -> str:

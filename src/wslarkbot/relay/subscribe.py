@@ -29,7 +29,7 @@ from ..wire import (
     parse_client_message,
 )
 from .answer import Answer, Origin
-from .auth import REALM
+from .auth import REALM, WRONG_PASSWORD, login_keys, throttled
 from .buffer import parse_since
 from .groups import GROUP_RE
 from .hub import Subscriber
@@ -149,9 +149,16 @@ async def open_subscription(
         over = state.tenants.check_subscriber(channel, state.hub.fanout.subscriber_count(channel))
         if over is not None:
             return refuse(state, origin, over)
+    keys = login_keys(headers, origin.remote) if state.access.protected(channels) else ()
     try:
+        # Failed logins on every node sharing this hub's backend count (the node's own count is in check)
+        wait = await state.hub.login_wait(keys, state.config.auth_fail_limit) if keys else None
+        if wait is not None:
+            raise throttled(wait)
         user = await asyncio.to_thread(state.access.check, channels, headers, origin.remote)
     except LimitExceeded as exc:
+        if exc.limit == WRONG_PASSWORD and keys:
+            await state.hub.login_failed(keys, state.config.auth_fail_window)
         return refuse(state, origin, exc)
 
     proto = PROTOCOL_VERSION if query.get("proto", "") == str(PROTOCOL_VERSION) else 1
