@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import HttpVersion10, WSCloseCode, WSMsgType, web
 
-from .answer import Answer, Origin
+from .answer import Answer, Origin, error_answer
 from .limits import LimitExceeded
 from .publish import (
     check_reply_target,
@@ -61,7 +61,13 @@ def to_response(answer: Answer) -> web.Response:
 
 @web.middleware
 async def internal_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A handler that raises (a bug) gets the fast path's answer: a JSON 500, and the same log line."""
+    """A handler that raises (a bug) gets the fast path's answer: a JSON 500, and the same log line.
+
+    A request line without a version (HTTP/0.9, which aiohttp's parser takes and llhttp's strict mode
+    does not) is refused 400 before any route runs: HTTP/1.0 and 1.1 only, as on the fast path.
+    """
+    if request.version < _HTTP_1_0:
+        return to_response(error_answer(400, "HTTP/1.0 or HTTP/1.1 requests only"))
     try:
         response: web.StreamResponse = await handler(request)
         return response
@@ -72,6 +78,9 @@ async def internal_errors(request: web.Request, handler: Any) -> web.StreamRespo
         if request.get(SWITCHED_KEY):
             raise
         return to_response(answer)
+
+
+_HTTP_1_0 = HttpVersion10
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

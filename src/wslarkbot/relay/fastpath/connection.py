@@ -267,7 +267,8 @@ class FastConnection(asyncio.Protocol):
                 return False
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
+                # A head ended by bare LFs (no CRLF CRLF will come) is not ours: aiohttp (llhttp) refuses it.
+                if len(buf) > MAX_HEAD_BYTES or b"\n\n" in buf:
                     self._handoff()
                 else:
                     self._want_more()
