@@ -147,7 +147,8 @@ async def handle_subscribe(request: web.Request) -> web.StreamResponse:
     cfg = state.config
     ws = web.WebSocketResponse(
         heartbeat=cfg.heartbeat or None,  # ws_policy's heartbeat rule, as aiohttp implements it
-        max_msg_size=cfg.max_ws_message_bytes,
+        # aiohttp refuses a message of max_msg_size bytes already; the limit is the largest one accepted
+        max_msg_size=cfg.max_ws_message_bytes + 1,
         autoping=True,
         # No permessage-deflate: the envelope is encoded once and shared by all subscribers; per-connection
         # compression would cost CPU per subscriber per frame and a deflate context per connection.
