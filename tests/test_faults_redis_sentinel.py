@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fault_fixtures import posix_only
-from fault_harness import RELAY_ARGS, TIME_SCALE, BotProcess, HandlerLog, wait_until
+from fault_harness import RELAY_ARGS, BotProcess, HandlerLog, wait_until
 from redis_server import REDIS_MARKS
 from wslarkbot.relay.testing import RedisSentinel, RedisServer, ServeProcess
 from wslarkbot.sim import payloads
@@ -30,6 +30,9 @@ from wslarkbot.sim.feishu import FeishuSimulator
 from wslarkbot.sim.protocol import DeliveryResult
 
 RATE = float(os.environ.get("WSLARKBOT_FAULT_RATE", "40"))
+#: Feishu's retry schedule (15 s, 5 min, 1 h, 6 h) x 1e-3 = 15 ms, 0.3 s, 3.6 s, 21.6 s: a failover (and the
+#: other replica's resync to the new master, which buffered events wait for) of up to about 25 s is covered.
+TIME_SCALE = 1e-3
 SECONDS = float(os.environ.get("WSLARKBOT_FAULT_SECONDS", "8"))
 
 pytestmark = [posix_only, *REDIS_MARKS, pytest.mark.timeout(150 + 3 * SECONDS)]
@@ -72,7 +75,7 @@ async def test_a_sentinel_failover_under_load_loses_no_event_answered_2xx(tmp_pa
             await asyncio.sleep(1 / RATE)  # pacing, not synchronisation
         assert killed_at is not None
         for sim in sims:
-            await sim.wait_idle(timeout=60)
+            await sim.wait_idle(timeout=90)
         results = {name: task.result() for name, task in tasks.items()}
         answered = {name for name, r in results.items() if r.delivered}
         await wait_until(lambda: answered <= set(log.texts()), 20, "every answered event handled", poll=0.1)
@@ -88,9 +91,7 @@ async def test_a_sentinel_failover_under_load_loses_no_event_answered_2xx(tmp_pa
             f"sent={len(tasks)} answered 2xx={len(answered)} dropped={len(dropped)} recovery={recovery:.1f}s"
         )
         assert any("+switch-master" in line for line in sentinel.lines), "sentinel did not fail over"
-        # Feishu's retries (scaled) span about 5 s: most events get through the failover; none answered 2xx
-        # is lost (above) whatever happens.
-        assert len(answered) >= 0.8 * len(tasks), dropped
+        assert dropped == [], "\n".join(line for line in sentinel.lines if "+" in line)
     finally:
         for sim in sims:
             await sim.aclose()
