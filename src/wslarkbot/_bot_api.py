@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .exceptions import ConfigurationError
 from .tenancy import current_tenant
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .openapi.token import AppType
 
 __all__ = ["BotAPIMixin"]
+
+C = TypeVar("C", "OpenAPIClient", "AsyncOpenAPIClient")
 
 
 class BotAPIMixin:
@@ -38,6 +40,24 @@ class BotAPIMixin:
             raise ConfigurationError("app_secret is required for OpenAPI calls")
         return self.app_secret
 
+    def _client_options(self) -> dict[str, Any]:
+        return {"host": self.host, "clock": self._clock, "app_type": self.app_type, "tickets": self.tickets}
+
+    def new_async_api(self) -> AsyncOpenAPIClient:
+        """A fresh asyncio OpenAPI client with the bot's credentials and settings (the caller closes it;
+        :attr:`async_api` is the shared one)."""
+        from .openapi import AsyncOpenAPIClient
+
+        options = self._client_options()
+        return AsyncOpenAPIClient(
+            self.app_id, self._require_secret(), transport=self._async_http_transport, **options
+        )
+
+    def _as_event_tenant(self, client: C) -> C:
+        """A store app's client inside a handler calls as the event's tenant (:mod:`wslarkbot.tenancy`)."""
+        tenant = current_tenant() if self.app_type == "store" else None
+        return client.for_tenant(tenant) if tenant else client
+
     @property
     def api(self) -> OpenAPIClient:
         """The sync OpenAPI client, created on first use.
@@ -49,38 +69,21 @@ class BotAPIMixin:
             if self._api is None:
                 from .openapi import OpenAPIClient
 
+                options = self._client_options()
                 self._api = OpenAPIClient(
-                    self.app_id,
-                    self._require_secret(),
-                    host=self.host,
-                    transport=self._http_transport,
-                    clock=self._clock,
-                    app_type=self.app_type,
-                    tickets=self.tickets,
+                    self.app_id, self._require_secret(), transport=self._http_transport, **options
                 )
             api = self._api
-        tenant = current_tenant() if self.app_type == "store" else None
-        return api.for_tenant(tenant) if tenant else api
+        return self._as_event_tenant(api)
 
     @property
     def async_api(self) -> AsyncOpenAPIClient:
         """The asyncio OpenAPI client, created on first use (a store app's: as :attr:`api`)."""
         with self._api_lock:
             if self._async_api is None:
-                from .openapi import AsyncOpenAPIClient
-
-                self._async_api = AsyncOpenAPIClient(
-                    self.app_id,
-                    self._require_secret(),
-                    host=self.host,
-                    transport=self._async_http_transport,
-                    clock=self._clock,
-                    app_type=self.app_type,
-                    tickets=self.tickets,
-                )
+                self._async_api = self.new_async_api()
             aapi = self._async_api
-        tenant = current_tenant() if self.app_type == "store" else None
-        return aapi.for_tenant(tenant) if tenant else aapi
+        return self._as_event_tenant(aapi)
 
     def lark_client(self) -> Any:
         """A ``lark_oapi.Client`` for the same app (id, secret, host), for everything else on the platform.

@@ -279,19 +279,12 @@ class AsyncClient(ConnectionLoop):
                     bot.app_id,
                 )
                 continue
-            host = getattr(bot, "host", None)
-            if isinstance(host, str):
+            new_api = getattr(bot, "new_async_api", None)  # a Bot (a BotLike need not make clients)
+            if callable(new_api):
                 # A client of its own, closed after the check: the bot's async_api would be bound to this
                 # loop, which a sync Client ends when it stops.
-                api = AsyncOpenAPIClient(
-                    bot.app_id,
-                    str(bot.app_secret),  # type: ignore[attr-defined]
-                    host,
-                    transport=getattr(bot, "_async_http_transport", None),
-                    app_type="store" if store else "self_built",
-                    tickets=getattr(bot, "tickets", None),
-                )
-                tasks.append(asyncio.ensure_future(_check_credentials(bot.app_id, api, host)))
+                api = new_api()
+                tasks.append(asyncio.ensure_future(_check_credentials(bot.app_id, api, str(bot.host))))  # type: ignore[attr-defined]
         return tasks
 
     async def wait_ready(self, timeout: float | None = None) -> bool:

@@ -8,6 +8,7 @@ Each method builds an :class:`~wslarkbot.openapi.core.HTTPRequest` with :class:`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -102,7 +103,7 @@ class BaseOpenAPIClient(ABC, Generic[R, S, D, P]):
         request = self._core.generic(method, path, json=json, params=params)
         if files is not None:
             parts = {k: calls.file_part(v, limit=calls.MAX_FILE_BYTES) for k, v in files.items()}
-            request = HTTPRequest(request.method, request.path, None, request.params, data=data, files=parts)
+            request = dataclasses.replace(request, json=None, data=data, files=parts)
         return self._call(request)
 
     def request_raw(self, method: str, path: str, *, params: Mapping[str, str] | None = None) -> D:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import pathlib
 import re
@@ -110,24 +111,27 @@ def load_config_file(path: str | pathlib.Path) -> dict[str, Any]:
     allowed = sorted([*fields, "tenants", *(f"{name}_file" for name in SECRET_FIELDS)])
     values: dict[str, Any] = {}
     for key, value in data.items():
-        where = _where(path, text, key)
+        where = functools.partial(_where, path, text, key)  # the key's line, looked up for an error only
         if key == "tenants":
             values["tenants"] = parse_tenants(value, str(path))
             continue
         if key.endswith("_file") and key[: -len("_file")] in SECRET_FIELDS:
             name = key[: -len("_file")]
             if name in data:
-                raise ConfigurationError(f"{where}: set {name} or {key}, not both")
+                raise ConfigurationError(f"{where()}: set {name} or {key}, not both")
             if not isinstance(value, str) or not value:
-                raise ConfigurationError(f"{where}: {key} must be the path of a file")
-            values[name] = _read_secret(value, f"{where}: {key}")
+                raise ConfigurationError(f"{where()}: {key} must be the path of a file")
+            try:
+                values[name] = _read_secret(value, key)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{where()}: {exc}") from None
             continue
         f = fields.get(key)
         if f is None:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigurationError(
-                f"{where}: unknown key {key!r}{hint}; the keys are RelayConfig's fields, listed with "
+                f"{where()}: unknown key {key!r}{hint}; the keys are RelayConfig's fields, listed with "
                 "`wslarkbot serve --example-config`"
             )
         typed = _typed(f, value)
@@ -135,7 +139,7 @@ def load_config_file(path: str | pathlib.Path) -> dict[str, Any]:
             kind = field_kind(f)
             article = "an" if kind == "int" else "a"
             raise ConfigurationError(
-                f"{where}: {key} must be {article} {kind} ({f.metadata.get('help', '')}), "
+                f"{where()}: {key} must be {article} {kind} ({f.metadata.get('help', '')}), "
                 f"not a {type(value).__name__}"
             )
         values[key] = typed
